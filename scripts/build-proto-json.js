@@ -1,0 +1,68 @@
+#!/usr/bin/env node
+'use strict';
+/**
+ * Parses every .proto under proto/ once at build time and writes dist/proto.json, so the shim
+ * daemon loads its definitions with Root.fromJSON instead of parsing .proto text on every start.
+ * src/common/proto.ts falls back to the same parse (same import rule) when the JSON is absent;
+ * keep the two in step.
+ *
+ * Usage: node scripts/build-proto-json.js [outFile]   (default: dist/proto.json)
+ */
+const fs = require('fs');
+const path = require('path');
+const protobuf = require('protobufjs');
+
+const REPO = path.resolve(__dirname, '..');
+const PROTO_DIR = path.join(REPO, 'proto');
+// Used directly by the shim even where no .proto imports them.
+const WELL_KNOWN = ['google/protobuf/any.proto', 'google/protobuf/timestamp.proto', 'google/protobuf/empty.proto'];
+
+function listProtoFiles(dir) {
+  const found = [];
+  for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
+    const full = path.join(dir, entry.name);
+    if (entry.isDirectory()) found.push(...listProtoFiles(full));
+    else if (entry.isFile() && entry.name.endsWith('.proto')) found.push(full);
+  }
+  return found.sort();
+}
+
+// protobufjs's bundled Any keeps the snake_case `type_url` while parsed fields are camelCased;
+// the shim's convention is {typeUrl, value}. Same rename as camelCaseAny in src/common/proto.ts,
+// applied to the JSON descriptor so field features are resolved afresh when it is loaded.
+function camelCaseAny(json) {
+  const any = json.nested && json.nested.google && json.nested.google.nested &&
+    json.nested.google.nested.protobuf && json.nested.google.nested.protobuf.nested &&
+    json.nested.google.nested.protobuf.nested.Any;
+  if (!any || !any.fields || !('type_url' in any.fields)) return json;
+  const { type_url: typeUrl, ...rest } = any.fields;
+  any.fields = { typeUrl, ...rest };
+  return json;
+}
+
+function main() {
+  const outFile = path.resolve(process.argv[2] || path.join(REPO, 'dist', 'proto.json'));
+  const files = listProtoFiles(PROTO_DIR);
+  const root = new protobuf.Root();
+  // Imports are containerd Go import paths rooted at proto/; google/protobuf/* are served by
+  // protobufjs's bundled definitions before this hook is consulted.
+  root.resolvePath = (_origin, target) => (path.isAbsolute(target) ? target : path.join(PROTO_DIR, target));
+  root.loadSync([...WELL_KNOWN, ...files]);
+  const json = camelCaseAny(root.toJSON());
+  // Load the result back: fails the build on a dangling type reference instead of failing the
+  // daemon at first use.
+  protobuf.Root.fromJSON(json).resolveAll();
+
+  fs.mkdirSync(path.dirname(outFile), { recursive: true });
+  const tmp = `${outFile}.${process.pid}.tmp`;
+  fs.writeFileSync(tmp, JSON.stringify(json));
+  fs.renameSync(tmp, outFile);
+  process.stdout.write(`build-proto-json: ${files.length} .proto files -> ${path.relative(REPO, outFile)}\n`);
+}
+
+try {
+  main();
+} catch (err) {
+  process.stderr.write(`build-proto-json: ${err && err.stack ? err.stack : err}\n`);
+  process.exit(1);
+}

@@ -1,0 +1,81 @@
+/**
+ * The command-line actions containerd runs (`start`, `delete`) plus the ones people run (`-v`,
+ * `-info`). Only what an action needs is loaded, and only the contract's output reaches stdout.
+ */
+import * as path from 'node:path';
+import type { Command, ShimFlags } from './cli';
+import { USAGE } from './cli';
+
+export interface ActionIO {
+  stdout: NodeJS.WritableStream;
+  stderr: NodeJS.WritableStream;
+  readStdin(): Promise<Buffer>;
+  /** argv that re-runs this program, e.g. [node, /path/bin/containerd-shim-tshim-v2] */
+  selfCommand: readonly string[];
+}
+
+/** Resolves with the process exit code; a daemon (`serve`) resolves once it runs. */
+export async function runCommand(command: Command, io: ActionIO): Promise<number> {
+  switch (command.kind) {
+    case 'version': {
+      const { versionText } = await import('./version');
+      io.stdout.write(versionText());
+      return 0;
+    }
+    case 'usage':
+      if (command.error) io.stderr.write(`${command.error}\n`);
+      io.stderr.write(USAGE);
+      return 2;
+    case 'start':
+      return runStartAction(command.flags, io);
+    case 'delete':
+      return runDeleteAction(command.flags, io);
+    case 'info': {
+      const { runtimeInfo } = await import('./info');
+      io.stdout.write(await runtimeInfo(await io.readStdin()));
+      return 0;
+    }
+    case 'serve': {
+      const { runDaemon } = await import('./daemon');
+      await runDaemon(command.flags);
+      return -1;
+    }
+  }
+}
+
+async function runStartAction(flags: ShimFlags, io: ActionIO): Promise<number> {
+  const { runStart, protocolFromEnv } = await import('./bootstrap');
+  try {
+    const result = await runStart({
+      flags,
+      bundle: flags.bundle || process.cwd(),
+      stdin: await io.readStdin(),
+      protocol: protocolFromEnv(),
+      selfCommand: io.selfCommand,
+    });
+    io.stdout.write(result.output);
+    return 0;
+  } catch (err) {
+    io.stderr.write(`start failed: ${(err as Error).message}\n`);
+    return 1;
+  }
+}
+
+/**
+ * Cleans up after a shim that is gone and reports the init as killed (137), as the runc shim
+ * does: containerd publishes that status if the task never reported its own exit.
+ */
+async function runDeleteAction(flags: ShimFlags, io: ActionIO): Promise<number> {
+  const bundle = flags.bundle || path.join(path.dirname(process.cwd()), flags.id);
+  try {
+    const { loadBackend } = await import('./backend');
+    const backend = await loadBackend({ namespace: flags.namespace, debug: flags.debug });
+    const { pid } = await backend.cleanup({ id: flags.id, namespace: flags.namespace, bundle });
+    const { encodeDeleteResponse } = await import('./wire');
+    io.stdout.write(encodeDeleteResponse({ pid, exitStatus: 128 + 9, exitedAt: new Date() }));
+    return 0;
+  } catch (err) {
+    io.stderr.write(`delete failed: ${(err as Error).message}\n`);
+    return 1;
+  }
+}

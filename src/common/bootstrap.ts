@@ -1,0 +1,181 @@
+/**
+ * The `start` action: pick the socket containerd's runc shim would pick, hand the listening socket
+ * to a detached daemon as fd 3, write `address`, print it. It runs once per container and its
+ * latency is what users feel, so it loads nothing the daemon alone needs.
+ */
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as path from 'node:path';
+import type { ShimFlags } from './cli';
+
+export const DEFAULT_SOCKET_DIR = '/run/containerd/s';
+const UNIX_PATH_MAX = 106;
+
+export type Protocol = 'ttrpc' | 'grpc';
+
+export interface StartResult {
+  /** what containerd reads on our stdout */
+  output: string;
+  address: string;
+}
+
+/** Same grouping as the runc shim: a pod's containers share one daemon. */
+export function groupingKey(bundle: string, id: string): string {
+  try {
+    const spec = JSON.parse(fs.readFileSync(path.join(bundle, 'config.json'), 'utf8')) as {
+      annotations?: Record<string, string>;
+    };
+    const a = spec.annotations ?? {};
+    return a['io.containerd.runc.v2.group'] || a['io.kubernetes.cri.sandbox-id'] || id;
+  } catch {
+    return id;
+  }
+}
+
+export function socketAddress(containerdAddress: string, namespace: string, key: string, dir = DEFAULT_SOCKET_DIR): string {
+  const digest = createHash('sha256').update(path.join(containerdAddress, namespace, key)).digest('hex');
+  return `unix://${path.join(dir, digest)}`;
+}
+
+export function socketPath(address: string): string {
+  return address.replace(/^unix:\/\//, '');
+}
+
+export function protocolFromEnv(env: NodeJS.ProcessEnv = process.env): Protocol {
+  return env['TSHIM_PROTOCOL'] === 'grpc' ? 'grpc' : 'ttrpc';
+}
+
+/** containerd 1.6 only understands a bare address; the JSON form is for daemons that speak gRPC to shims. */
+export function startOutput(address: string, protocol: Protocol): string {
+  return protocol === 'grpc' ? JSON.stringify({ version: 3, address, protocol: 'grpc' }) : address;
+}
+
+export interface StartInputs {
+  flags: ShimFlags;
+  bundle: string;
+  /** raw stdin: an options Any, a 2.3 BootstrapParams, or nothing */
+  stdin: Buffer;
+  protocol: Protocol;
+  /** argv to re-exec ourselves as the daemon */
+  selfCommand: readonly string[];
+}
+
+export async function runStart(inputs: StartInputs): Promise<StartResult> {
+  const { flags, bundle } = inputs;
+  if (!flags.id) throw new Error('start: -id is required');
+  if (!flags.namespace) throw new Error('start: -namespace is required');
+  const { parseStartStdin, decodeOptions } = await import('./options');
+  const parsed = parseStartStdin(inputs.stdin, flags.id);
+  const { shimCgroup } = await decodeOptions(parsed.options);
+  const dir = parsed.bootstrap?.socketDir || DEFAULT_SOCKET_DIR;
+  const address = socketAddress(flags.address, flags.namespace, groupingKey(bundle, flags.id), dir);
+  const sockPath = socketPath(address);
+  if (Buffer.byteLength(sockPath) > UNIX_PATH_MAX) throw new Error(`socket path ${sockPath} is too long`);
+
+  fs.mkdirSync(path.dirname(sockPath), { recursive: true, mode: 0o700 });
+  const listener = await listenOrReuse(sockPath);
+  if (listener === 'reused') {
+    writeAddressFile(bundle, address);
+    return { output: startOutput(address, inputs.protocol), address };
+  }
+  try {
+    writeAddressFile(bundle, address);
+    const pid = spawnDaemon(inputs, listener);
+    await placeDaemon(pid, shimCgroup);
+  } finally {
+    // The daemon owns the socket now; our copy only keeps it open.
+    listener.close();
+  }
+  return { output: startOutput(address, inputs.protocol), address };
+}
+
+/** Listens on `sockPath`, or reports that a live shim already serves it (grouping). */
+async function listenOrReuse(sockPath: string): Promise<net.Server | 'reused'> {
+  for (let attempt = 0; attempt < 3; attempt++) {
+    try {
+      return await listenPrivately(sockPath);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw err;
+      if (await isAlive(sockPath)) return 'reused';
+      fs.rmSync(sockPath, { force: true });
+    }
+  }
+  throw new Error(`socket ${sockPath} stays in use`);
+}
+
+function listenPrivately(sockPath: string): Promise<net.Server> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    // The socket file is created 0600 from the start: no window where others may connect.
+    const previous = process.umask(0o177);
+    const restore = (): void => void process.umask(previous);
+    server.once('error', (err) => {
+      restore();
+      reject(err);
+    });
+    server.listen({ path: sockPath, backlog: 128 }, () => {
+      restore();
+      resolve(server);
+    });
+  });
+}
+
+function isAlive(sockPath: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect(sockPath);
+    const done = (alive: boolean): void => {
+      socket.destroy();
+      resolve(alive);
+    };
+    socket.once('connect', () => done(true));
+    socket.once('error', () => done(false));
+    socket.setTimeout(1000, () => done(false));
+  });
+}
+
+export function writeAddressFile(bundle: string, address: string): void {
+  const tmp = path.join(bundle, '.address');
+  fs.writeFileSync(tmp, address, { mode: 0o644 });
+  fs.renameSync(tmp, path.join(bundle, 'address'));
+}
+
+function listenerFd(server: net.Server): number {
+  const handle = (server as unknown as { _handle?: { fd?: number } })._handle;
+  if (!handle || typeof handle.fd !== 'number' || handle.fd < 0) throw new Error('listening socket has no fd');
+  return handle.fd;
+}
+
+function spawnDaemon(inputs: StartInputs, listener: net.Server): number {
+  const { flags } = inputs;
+  const [command, ...prefix] = inputs.selfCommand;
+  const args = [...prefix, '-namespace', flags.namespace, '-id', flags.id, '-address', flags.address];
+  if (flags.publishBinary) args.push('-publish-binary', flags.publishBinary);
+  if (flags.debug) args.push('-debug');
+  const child = spawn(command!, args, {
+    cwd: inputs.bundle,
+    detached: true, // own session: the daemon outlives `start` and containerd's process group
+    stdio: ['ignore', 'ignore', 'ignore', listenerFd(listener)],
+    env: { ...process.env, TSHIM_PROTOCOL: inputs.protocol },
+  });
+  child.unref();
+  if (child.pid === undefined) throw new Error('failed to spawn the shim daemon');
+  return child.pid;
+}
+
+/** shim_cgroup and oom_score_adj, as the runc shim does; both best-effort where unprivileged. */
+async function placeDaemon(pid: number, shimCgroup: string | undefined): Promise<void> {
+  if (shimCgroup) {
+    const { moveToCgroup } = await import('./shim-cgroup');
+    moveToCgroup(pid, shimCgroup);
+  }
+  try {
+    const parentScore = Number(fs.readFileSync(`/proc/${process.ppid}/oom_score_adj`, 'utf8').trim());
+    const score = Math.max(-1000, Math.min(1000, parentScore + 1));
+    fs.writeFileSync(`/proc/${pid}/oom_score_adj`, String(score));
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== 'EACCES' && code !== 'EPERM' && code !== 'ENOENT') throw err;
+  }
+}

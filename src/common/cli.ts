@@ -1,0 +1,121 @@
+/**
+ * argv → one command. Pure: no I/O, no globals, so the contract containerd relies on (Go `flag`
+ * syntax: single or double dash, `-flag value` or `-flag=value`, the first bare word is the action)
+ * is unit-tested in isolation.
+ */
+
+export interface ShimFlags {
+  namespace: string;
+  id: string;
+  address: string;
+  publishBinary: string;
+  bundle: string;
+  socket: string;
+  debug: boolean;
+}
+
+export type Command =
+  | { kind: 'start'; flags: ShimFlags }
+  | { kind: 'delete'; flags: ShimFlags }
+  | { kind: 'serve'; flags: ShimFlags }
+  | { kind: 'version' }
+  | { kind: 'info'; flags: ShimFlags }
+  | { kind: 'usage'; error?: string };
+
+const STRING_FLAGS: Readonly<Record<string, keyof ShimFlags>> = {
+  namespace: 'namespace',
+  id: 'id',
+  address: 'address',
+  'publish-binary': 'publishBinary',
+  bundle: 'bundle',
+  socket: 'socket',
+  // containerd 2.x passes a debug socket; accepted and ignored so newer daemons can start us.
+  'debug-socket': 'socket',
+};
+
+const BOOL_FLAGS = new Set(['debug', 'v', 'version', 'info', 'h', 'help']);
+
+export const USAGE = `Usage: containerd-shim-tshim-v2 [flags] [start|delete]
+
+containerd runtime v2 shim (runtime type io.containerd.tshim.v2). containerd runs it;
+people rarely do.
+
+Flags:
+  -namespace string       namespace that owns the shim
+  -id string              id of the task
+  -address string         grpc address back to main containerd
+  -publish-binary string  path to publish binary (used for publishing events)
+  -bundle string          path to the bundle if not workdir
+  -socket string          socket path to serve
+  -debug                  enable debug output in logs
+  -info                   print runtime info (protobuf) and exit
+  -v                      show the shim version and exit
+
+Actions:
+  start    start a shim daemon and print its address
+  delete   clean up after a shim that is gone; prints a DeleteResponse
+  (none)   serve the task API (how 'start' launches the daemon)
+`;
+
+function emptyFlags(): ShimFlags {
+  return { namespace: '', id: '', address: '', publishBinary: '', bundle: '', socket: '', debug: false };
+}
+
+export function parseArgs(argv: readonly string[]): Command {
+  const flags = emptyFlags();
+  let action: string | undefined;
+  let wantVersion = false;
+  let wantInfo = false;
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (action !== undefined || !arg.startsWith('-') || arg === '-') {
+      if (action !== undefined) return { kind: 'usage', error: `unexpected argument "${arg}"` };
+      action = arg;
+      continue;
+    }
+    if (arg === '--') {
+      if (i + 1 < argv.length) action = argv[i + 1];
+      if (i + 2 < argv.length) return { kind: 'usage', error: `unexpected argument "${argv[i + 2]}"` };
+      break;
+    }
+    const body = arg.replace(/^--?/, '');
+    const eq = body.indexOf('=');
+    const name = eq >= 0 ? body.slice(0, eq) : body;
+    const inline = eq >= 0 ? body.slice(eq + 1) : undefined;
+    if (BOOL_FLAGS.has(name)) {
+      const on = inline === undefined ? true : parseBool(inline);
+      if (on === undefined) return { kind: 'usage', error: `invalid boolean value "${inline}" for -${name}` };
+      if (name === 'debug') flags.debug = on;
+      else if (name === 'v' || name === 'version') wantVersion = on;
+      else if (name === 'info') wantInfo = on;
+      else return { kind: 'usage' };
+      continue;
+    }
+    const key = STRING_FLAGS[name];
+    if (!key) return { kind: 'usage', error: `flag provided but not defined: -${name}` };
+    let value = inline;
+    if (value === undefined) {
+      if (i + 1 >= argv.length) return { kind: 'usage', error: `flag needs an argument: -${name}` };
+      value = argv[++i]!;
+    }
+    if (name !== 'debug-socket') (flags[key] as string) = value;
+  }
+  if (wantVersion) return { kind: 'version' };
+  if (wantInfo) return { kind: 'info', flags };
+  switch (action) {
+    case undefined:
+      return { kind: 'serve', flags };
+    case 'start':
+      return { kind: 'start', flags };
+    case 'delete':
+      return { kind: 'delete', flags };
+    default:
+      return { kind: 'usage', error: `unknown action "${action}"` };
+  }
+}
+
+function parseBool(text: string): boolean | undefined {
+  if (['1', 't', 'T', 'true', 'TRUE', 'True'].includes(text)) return true;
+  if (['0', 'f', 'F', 'false', 'FALSE', 'False'].includes(text)) return false;
+  return undefined;
+}

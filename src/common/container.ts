@@ -1,0 +1,156 @@
+/**
+ * One task: its init, its execs, and the rules that tie them together — exec ids are unique,
+ * execs need a live init, and the init's exit is published only after every exec's exit, so
+ * consumers see (exec exits)* → init exit → delete.
+ */
+import type { ExecRequest, ExitStatus, PlatformContainer, StdioSpec } from './backend';
+import type { EventSink } from './events';
+import { alreadyExists, failedPrecondition, notFound } from './errors';
+import { logger } from './log';
+import { ManagedProcess } from './process/process';
+import { toTimestamp } from './proto';
+
+export const TOPIC = {
+  create: ['/tasks/create', 'containerd.events.TaskCreate'],
+  start: ['/tasks/start', 'containerd.events.TaskStart'],
+  exit: ['/tasks/exit', 'containerd.events.TaskExit'],
+  delete: ['/tasks/delete', 'containerd.events.TaskDelete'],
+  execAdded: ['/tasks/exec-added', 'containerd.events.TaskExecAdded'],
+  execStarted: ['/tasks/exec-started', 'containerd.events.TaskExecStarted'],
+  paused: ['/tasks/paused', 'containerd.events.TaskPaused'],
+  resumed: ['/tasks/resumed', 'containerd.events.TaskResumed'],
+  checkpointed: ['/tasks/checkpointed', 'containerd.events.TaskCheckpointed'],
+  oom: ['/tasks/oom', 'containerd.events.TaskOOM'],
+} as const;
+
+export type Topic = keyof typeof TOPIC;
+
+export class Container {
+  readonly id: string;
+  readonly bundle: string;
+  readonly init: ManagedProcess;
+  private readonly execs = new Map<string, ManagedProcess>();
+  /** exec ids whose platform half is being prepared */
+  private readonly reserved = new Set<string>();
+
+  constructor(
+    params: { id: string; bundle: string; stdio: StdioSpec; fromCheckpoint: boolean },
+    readonly platform: PlatformContainer,
+    private readonly events: EventSink,
+  ) {
+    this.id = params.id;
+    this.bundle = params.bundle;
+    this.init = new ManagedProcess({ containerId: params.id, execId: '', stdio: params.stdio }, platform.init, {
+      fromCheckpoint: params.fromCheckpoint,
+      pauser: {
+        pause: () => platform.pause(),
+        resume: () => platform.resume(),
+      },
+    });
+  }
+
+  emit(topic: Topic, event: object): void {
+    const [name, type] = TOPIC[topic];
+    this.events.publish(name, type, event);
+  }
+
+  /** The init's exit can come as soon as it exists, even before Start (a kill in created). */
+  watchInit(): void {
+    this.platform.init.waitExit().then(
+      (status) => this.handleInitExit(status),
+      (err: unknown) => logger.error('waiting for init exit failed', { id: this.id, error: err }),
+    );
+  }
+
+  process(execId: string): ManagedProcess {
+    if (execId === '') return this.init;
+    const p = this.execs.get(execId);
+    if (!p) throw notFound(`process does not exist ${execId}`);
+    return p;
+  }
+
+  get execProcesses(): readonly ManagedProcess[] {
+    return [...this.execs.values()];
+  }
+
+  async addExec(request: ExecRequest): Promise<void> {
+    const { execId } = request;
+    if (this.execs.has(execId) || this.reserved.has(execId)) throw alreadyExists(`id ${execId}: already exists`);
+    this.reserved.add(execId);
+    try {
+      await this.init.withState((s) => s.checkExec());
+      const platform = await this.platform.createExec(request);
+      this.execs.set(execId, new ManagedProcess({ containerId: this.id, execId, stdio: request.stdio }, platform));
+    } finally {
+      this.reserved.delete(execId);
+    }
+    this.emit('execAdded', { containerId: this.id, execId });
+  }
+
+  async start(execId: string): Promise<number> {
+    const p = this.process(execId);
+    if (!p.isInit && this.init.exited) {
+      throw failedPrecondition(`container ${this.id} init process is not running`);
+    }
+    // Publishing inside the process lock keeps start/exec-started ahead of that process's exit.
+    return p.start((pid) => {
+      if (p.isInit) {
+        this.emit('start', { containerId: this.id, pid });
+      } else {
+        this.emit('execStarted', { containerId: this.id, execId: p.execId, pid });
+        p.platform.waitExit().then(
+          (status) => this.handleExecExit(p, status),
+          (err: unknown) => logger.error('waiting for exec exit failed', { id: this.id, execId: p.execId, error: err }),
+        );
+      }
+    });
+  }
+
+  /** Deletes an exec (no event, like the runc shim) or the init (TaskDelete). */
+  async delete(execId: string): Promise<{ pid: number; status: ExitStatus }> {
+    const p = this.process(execId);
+    await p.delete();
+    const status = p.exited ?? { status: 0, exitedAt: new Date() };
+    if (p.isInit) {
+      this.emit('delete', {
+        containerId: this.id,
+        pid: p.pid,
+        exitStatus: status.status,
+        exitedAt: toTimestamp(status.exitedAt),
+      });
+    } else {
+      this.execs.delete(execId);
+    }
+    return { pid: p.pid, status };
+  }
+
+  private async handleExecExit(p: ManagedProcess, status: ExitStatus): Promise<void> {
+    if (await p.markExited(status)) this.publishExit(p, status);
+    p.exit.resolve(status);
+  }
+
+  private async handleInitExit(status: ExitStatus): Promise<void> {
+    try {
+      await this.platform.afterInitExit();
+    } catch (err) {
+      logger.warn('cleanup after init exit failed', { id: this.id, error: err });
+    }
+    // Exec exits first: wait for every exec that started (or is starting) to be published.
+    for (const exec of this.execs.values()) {
+      await exec.withState(() => undefined);
+      if (exec.stateName === 'running') await exec.exit.promise;
+    }
+    if (await this.init.markExited(status)) this.publishExit(this.init, status);
+    this.init.exit.resolve(status);
+  }
+
+  private publishExit(p: ManagedProcess, status: ExitStatus): void {
+    this.emit('exit', {
+      containerId: this.id,
+      id: p.id,
+      pid: p.pid,
+      exitStatus: status.status,
+      exitedAt: toTimestamp(status.exitedAt),
+    });
+  }
+}

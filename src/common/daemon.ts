@@ -1,0 +1,120 @@
+/**
+ * `serve`: wires the listener handed over by `start` (fd 3), a transport, the Task service, the
+ * platform backend and the event publisher, then lives until Shutdown finds nothing left to serve.
+ */
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as path from 'node:path';
+import { loadBackend, type Backend } from './backend';
+import { protocolFromEnv, socketPath } from './bootstrap';
+import type { ShimFlags } from './cli';
+import { Publisher } from './events';
+import { configureLogger, logger } from './log';
+import { TaskService } from './service';
+import { taskHandlers } from './task-handlers';
+import { TtrpcServer } from './ttrpc/server';
+import { TASK_SERVICE_V2, TASK_SERVICE_V3 } from './types';
+import { RUNTIME_TYPE } from './version';
+
+const SHUTDOWN_GRACE_MS = 5000;
+
+export async function runDaemon(flags: ShimFlags): Promise<void> {
+  const bundle = flags.bundle || process.cwd();
+  configureLogger({
+    level: flags.debug ? 'debug' : 'info',
+    fifoPath: path.join(bundle, 'log'),
+    fields: { namespace: flags.namespace, id: flags.id, runtime: RUNTIME_TYPE },
+  });
+  guardProcess();
+
+  const publisher = new Publisher({
+    namespace: flags.namespace,
+    ttrpcAddress: process.env['TTRPC_ADDRESS'],
+    publishBinary: flags.publishBinary,
+    containerdAddress: flags.address,
+  });
+  const backend = await loadBackend({ namespace: flags.namespace, debug: flags.debug });
+  let stopping: Promise<void> | undefined;
+  const listener = await openListener(flags);
+  const protocol = protocolFromEnv();
+
+  const service = new TaskService(backend, publisher, flags.namespace, {
+    requestShutdown: () => {
+      // Let the Shutdown reply leave before the transport closes.
+      setImmediate(() => void (stopping ??= stop()));
+    },
+  });
+  const handlers = taskHandlers(service);
+  let closeTransport: () => Promise<void>;
+  if (protocol === 'grpc') {
+    const { createGrpcTaskServer } = await import('./grpc');
+    const grpcServer = createGrpcTaskServer([TASK_SERVICE_V2, TASK_SERVICE_V3], handlers);
+    listener.on('connection', (socket) => grpcServer.inject(socket));
+    closeTransport = () => grpcServer.shutdown(SHUTDOWN_GRACE_MS);
+  } else {
+    const ttrpc = new TtrpcServer({ onError: (err) => logger.warn('ttrpc connection error', { error: err }) });
+    ttrpc.register(TASK_SERVICE_V2, handlers);
+    ttrpc.register(TASK_SERVICE_V3, handlers);
+    ttrpc.attach(listener);
+    closeTransport = () => ttrpc.shutdown(SHUTDOWN_GRACE_MS);
+  }
+  logger.info('starting signal loop', { pid: process.pid, protocol });
+
+  async function stop(): Promise<void> {
+    logger.info('shim shutting down');
+    listener.close();
+    removeOwnSocket(bundle);
+    await closeTransport().catch((err: unknown) => logger.warn('closing transport', { error: err }));
+    await publisher.close(SHUTDOWN_GRACE_MS).catch(() => undefined);
+    await closeBackend(backend);
+    process.exit(0);
+  }
+
+  for (const sig of ['SIGTERM', 'SIGINT'] as const) {
+    process.on(sig, () => {
+      logger.info('received signal', { signal: sig, containers: service.containerCount });
+      stopping ??= stop();
+    });
+  }
+}
+
+async function openListener(flags: ShimFlags): Promise<net.Server> {
+  const server = net.createServer({ pauseOnConnect: false });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    if (flags.socket) {
+      const p = socketPath(flags.socket);
+      fs.rmSync(p, { force: true });
+      server.listen(p, () => resolve());
+    } else {
+      // `start` bound and listened already; fd 3 is that socket.
+      server.listen({ fd: 3 }, () => resolve());
+    }
+  });
+  server.on('error', (err) => logger.error('listener error', { error: err }));
+  return server;
+}
+
+function removeOwnSocket(bundle: string): void {
+  try {
+    const address = fs.readFileSync(path.join(bundle, 'address'), 'utf8').trim();
+    if (address.startsWith('unix://')) fs.rmSync(socketPath(address), { force: true });
+  } catch {
+    // no address file: nothing of ours to remove
+  }
+}
+
+async function closeBackend(backend: Backend): Promise<void> {
+  try {
+    await backend.close();
+  } catch (err) {
+    logger.warn('closing backend', { error: err });
+  }
+}
+
+/** The daemon must outlive any single bad request or native hiccup: log, never die. */
+function guardProcess(): void {
+  process.on('uncaughtException', (err) => logger.error('uncaught exception', { error: err }));
+  process.on('unhandledRejection', (reason) => logger.error('unhandled rejection', { error: reason }));
+  process.on('SIGPIPE', () => undefined);
+}

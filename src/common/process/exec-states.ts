@@ -1,0 +1,76 @@
+/** An exec process's lifecycle: created → running → stopped → deleted. */
+import type { ExitStatus } from '../backend';
+import { failedPrecondition, notFound } from '../errors';
+import { TaskStatus } from '../types';
+import { BaseState, type ProcessState, type StateHost, type StateName } from './state';
+
+export function initialExecState(host: StateHost): ProcessState {
+  return new ExecCreated(host);
+}
+
+class ExecCreated extends BaseState {
+  readonly name: StateName = 'created';
+  readonly status = TaskStatus.CREATED;
+  protected readonly next: readonly StateName[] = ['running', 'stopped', 'deleted'];
+
+  override async start(): Promise<number> {
+    const pid = await this.host.workStart();
+    this.move(new ExecRunning(this.host));
+    return pid;
+  }
+  override async delete(): Promise<void> {
+    await this.host.workDelete();
+    this.move(new ExecDeleted(this.host));
+  }
+  override kill(): Promise<void> {
+    return Promise.reject(failedPrecondition('process not created'));
+  }
+  override resize(width: number, height: number): Promise<void> {
+    return this.host.workResize(width, height);
+  }
+  override exited(status: ExitStatus): void {
+    this.host.recordExit(status);
+    this.move(new ExecStopped(this.host));
+  }
+}
+
+class ExecRunning extends BaseState {
+  readonly name: StateName = 'running';
+  readonly status = TaskStatus.RUNNING;
+  protected readonly next: readonly StateName[] = ['stopped'];
+
+  override kill(signal: number, all: boolean): Promise<void> {
+    return this.host.workKill(signal, all);
+  }
+  override resize(width: number, height: number): Promise<void> {
+    return this.host.workResize(width, height);
+  }
+  override exited(status: ExitStatus): void {
+    this.host.recordExit(status);
+    this.move(new ExecStopped(this.host));
+  }
+}
+
+class ExecStopped extends BaseState {
+  readonly name: StateName = 'stopped';
+  readonly status = TaskStatus.STOPPED;
+  protected readonly next: readonly StateName[] = ['deleted'];
+
+  override async delete(): Promise<void> {
+    await this.host.workDelete();
+    this.move(new ExecDeleted(this.host));
+  }
+}
+
+class ExecDeleted extends BaseState {
+  readonly name: StateName = 'deleted';
+  readonly status = TaskStatus.STOPPED;
+  protected readonly next: readonly StateName[] = [];
+
+  override start(): Promise<number> {
+    return Promise.reject(notFound('process already deleted'));
+  }
+  override delete(): Promise<void> {
+    return Promise.reject(notFound('process already deleted'));
+  }
+}

@@ -1,0 +1,307 @@
+/**
+ * Protobuf codecs for every message the shim speaks (task API, events, options, metrics), built
+ * from our own definitions under `<repo>/proto`.
+ *
+ * The daemon loads the pre-built `dist/proto.json` (written by scripts/build-proto-json.js) because
+ * parsing .proto text costs tens of milliseconds on every shim start; sources run through vitest
+ * have no JSON next to them and parse the .proto files instead. Either way the root is built on
+ * first use, so importing this module is free.
+ *
+ * Object conventions (what callers build and get back): camelCase field names, 64-bit integers as
+ * numbers (decimal strings are accepted on encode for values beyond 2^53), enums as numbers, bytes
+ * as Buffer, absent messages as null, repeated fields as arrays and maps as plain objects.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import {
+  Namespace,
+  Reader,
+  Root,
+  Type,
+  type IConversionOptions,
+  type INamespace,
+  type ReflectionObject,
+} from 'protobufjs';
+import { internal, invalidArgument } from './errors';
+
+export interface Timestamp {
+  seconds: number;
+  nanos: number;
+}
+
+export interface AnyMessage {
+  typeUrl: string;
+  value: Buffer;
+}
+
+export interface Codec<T> {
+  encode(message: T): Buffer;
+  decode(bytes: Uint8Array): T;
+}
+
+/** Go's zero time (0001-01-01T00:00:00Z); containerd reads it as "not set", unlike 1970-01-01. */
+export const GO_ZERO_TIME: Timestamp = Object.freeze({ seconds: -62135596800, nanos: 0 });
+
+const DECODE_OPTIONS: IConversionOptions = {
+  longs: Number,
+  enums: Number,
+  bytes: Buffer,
+  defaults: true,
+  arrays: true,
+  objects: true,
+};
+
+const PROTO_DIR = path.resolve(__dirname, '..', '..', 'proto');
+const PROTO_JSON = path.join(__dirname, '..', 'proto.json');
+
+// Always part of the root, even if no .proto imported them: Any, Timestamp and Empty are used
+// directly by callers (packAny, Empty replies).
+const WELL_KNOWN = ['google/protobuf/any.proto', 'google/protobuf/timestamp.proto', 'google/protobuf/empty.proto'];
+
+interface Loaded {
+  root: Root;
+  /** Exact full name (no leading dot) -> message type. protobufjs's own lookup is fuzzy. */
+  types: Map<string, Type>;
+}
+
+let loaded: Loaded | undefined;
+const codecs = new Map<string, Codec<unknown>>();
+
+export function protoRoot(): Root {
+  return load().root;
+}
+
+export function hasType(fullName: string): boolean {
+  return load().types.has(stripDot(fullName));
+}
+
+/** Cached codec for a fully-qualified message name, e.g. 'containerd.task.v2.CreateTaskRequest'. */
+export function codec<T>(fullName: string): Codec<T> {
+  const name = stripDot(fullName);
+  let cached = codecs.get(name);
+  if (!cached) {
+    const type = load().types.get(name);
+    if (!type) throw internal(`unknown protobuf message type ${JSON.stringify(fullName)}`);
+    cached = makeCodec(type);
+    codecs.set(name, cached);
+  }
+  return cached as Codec<T>;
+}
+
+/** The type URL is the bare full name, as containerd's typeurl registry writes it. */
+export function packAny<T>(fullName: string, message: T): AnyMessage {
+  const name = stripDot(fullName);
+  return { typeUrl: name, value: codec<T>(name).encode(message) };
+}
+
+/**
+ * Decodes an Any whose type we define. Returns undefined when the Any is absent or names a type we
+ * do not know (callers ignore unknown option types rather than fail). Throws InvalidArgument when
+ * the type is known but the bytes do not decode.
+ */
+export function unpackAny<T>(any: AnyMessage | null | undefined): { name: string; message: T } | undefined {
+  if (!any || !any.typeUrl) return undefined;
+  const name = typeName(any);
+  if (!hasType(name)) return undefined;
+  const value = any.value ?? Buffer.alloc(0);
+  return { name, message: codec<T>(name).decode(value) };
+}
+
+/**
+ * The message name of an Any: protobuf's rule is that it follows the last '/', so
+ * 'type.googleapis.com/containerd.runc.v1.Options' and 'containerd.runc.v1.Options' both name
+ * containerd.runc.v1.Options. Non-protobuf typeurl registrations (e.g. containerd's
+ * 'types.containerd.io/opencontainers/runtime-spec/1/Process' for JSON) must be compared on the
+ * raw typeUrl instead.
+ */
+export function typeName(any: AnyMessage): string {
+  const url = any.typeUrl ?? '';
+  return url.slice(url.lastIndexOf('/') + 1);
+}
+
+/** undefined means "not set" and becomes Go's zero time, never 1970-01-01. */
+export function toTimestamp(date: Date | undefined): Timestamp {
+  if (date === undefined) return { ...GO_ZERO_TIME };
+  const millis = date.getTime();
+  if (Number.isNaN(millis)) throw internal('cannot convert an invalid Date to a protobuf Timestamp');
+  const seconds = Math.floor(millis / 1000);
+  return { seconds, nanos: (millis - seconds * 1000) * 1_000_000 };
+}
+
+/** Absent timestamps and Go's zero time both mean "not set". Sub-millisecond precision is dropped. */
+export function fromTimestamp(ts: Timestamp | null | undefined): Date | undefined {
+  if (!ts) return undefined;
+  const seconds = Number(ts.seconds ?? 0);
+  const nanos = Number(ts.nanos ?? 0);
+  if (seconds === GO_ZERO_TIME.seconds && nanos === 0) return undefined;
+  return new Date(seconds * 1000 + Math.floor(nanos / 1_000_000));
+}
+
+function makeCodec<T>(type: Type): Codec<T> {
+  return {
+    encode(message: T): Buffer {
+      try {
+        // fromObject (not create) so 64-bit fields accept numbers and decimal strings alike.
+        const instance = type.fromObject(message as unknown as Record<string, unknown>);
+        pruneDefaults(type, instance as unknown as MessageObject);
+        const bytes = type.encode(instance).finish();
+        return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+      } catch (err) {
+        throw internal(`cannot encode ${type.fullName.slice(1)}: ${errorMessage(err)}`, err);
+      }
+    },
+    decode(bytes: Uint8Array): T {
+      // Copy so decoded bytes fields never alias a frame buffer the transport may reuse; a
+      // Buffer input also makes protobufjs hand out Buffers for bytes fields. The plain Reader
+      // (not the BufferReader protobufjs would pick for a Buffer) bounds-checks string lengths,
+      // so a truncated message is rejected instead of silently shortened.
+      const reader = new Reader(Buffer.from(bytes));
+      try {
+        return type.toObject(type.decode(reader), DECODE_OPTIONS) as T;
+      } catch (err) {
+        throw invalidArgument(`cannot decode ${type.fullName.slice(1)}: ${errorMessage(err)}`);
+      }
+    },
+  };
+}
+
+type MessageObject = Record<string, unknown>;
+
+interface PrunePlan {
+  /** Singular scalar/enum fields without presence: proto3 leaves them off the wire when zero. */
+  implicit: string[];
+  /** Message-typed fields whose contents need the same treatment. */
+  nested: { name: string; type: Type; shape: 'single' | 'repeated' | 'map' }[];
+}
+
+const prunePlans = new WeakMap<Type, PrunePlan>();
+
+/**
+ * protobufjs writes every field that is set on the message, zeros included, while Go's proto3
+ * encoder omits zero scalars. Dropping them keeps our bytes identical to containerd's (e.g. a
+ * Timestamp without `nanos: 0`, a ConnectResponse without an empty `version`), which the observed
+ * wire samples in the spec and byte-level tests rely on.
+ */
+function pruneDefaults(type: Type, message: MessageObject): void {
+  const plan = prunePlanFor(type);
+  for (const name of plan.implicit) {
+    if (Object.prototype.hasOwnProperty.call(message, name) && isZeroValue(message[name])) delete message[name];
+  }
+  for (const { name, type: inner, shape } of plan.nested) {
+    const value = message[name];
+    if (value === null || value === undefined) continue;
+    if (shape === 'single') pruneDefaults(inner, value as MessageObject);
+    else if (shape === 'repeated') for (const item of value as MessageObject[]) pruneDefaults(inner, item);
+    else for (const item of Object.values(value as Record<string, MessageObject>)) pruneDefaults(inner, item);
+  }
+}
+
+function prunePlanFor(type: Type): PrunePlan {
+  let plan = prunePlans.get(type);
+  if (plan) return plan;
+  plan = { implicit: [], nested: [] };
+  for (const field of type.fieldsArray) {
+    field.resolve();
+    if (field.resolvedType instanceof Type) {
+      const shape = field.map ? 'map' : field.repeated ? 'repeated' : 'single';
+      plan.nested.push({ name: field.name, type: field.resolvedType, shape });
+    } else if (!field.repeated && !field.map && !field.hasPresence) {
+      plan.implicit.push(field.name);
+    }
+  }
+  prunePlans.set(type, plan);
+  return plan;
+}
+
+function isZeroValue(value: unknown): boolean {
+  if (value === 0 || value === '' || value === false) return true;
+  if (value instanceof Uint8Array) return value.length === 0;
+  if (typeof value === 'object' && value !== null && 'low' in value && 'high' in value) {
+    const long = value as { low: number; high: number };
+    return long.low === 0 && long.high === 0;
+  }
+  return false;
+}
+
+function load(): Loaded {
+  if (loaded) return loaded;
+  let root: Root;
+  try {
+    root = fs.existsSync(PROTO_JSON) ? loadJson(PROTO_JSON) : loadProtoFiles(PROTO_DIR);
+  } catch (err) {
+    throw internal(`cannot load protobuf definitions: ${errorMessage(err)}`, err);
+  }
+  loaded = { root, types: indexTypes(root) };
+  return loaded;
+}
+
+function loadJson(file: string): Root {
+  return rootFromJson(JSON.parse(fs.readFileSync(file, 'utf8')) as INamespace);
+}
+
+function loadProtoFiles(dir: string): Root {
+  const parsed = new Root();
+  // Imports are written as containerd's Go import paths ("github.com/containerd/...") rooted at
+  // proto/; google/protobuf/* never reaches this hook because protobufjs serves its bundled copies.
+  parsed.resolvePath = (_origin: string, target: string): string =>
+    path.isAbsolute(target) ? target : path.join(dir, target);
+  parsed.loadSync([...WELL_KNOWN, ...listProtoFiles(dir)]);
+  // Rebuilt through JSON, exactly like dist/proto.json is made and loaded, so both paths yield
+  // the same root.
+  return rootFromJson(parsed.toJSON());
+}
+
+function rootFromJson(json: INamespace): Root {
+  const root = Root.fromJSON(camelCaseAny(json));
+  root.resolveAll();
+  return root;
+}
+
+interface JsonNamespace {
+  nested?: Record<string, JsonNamespace>;
+  fields?: Record<string, unknown>;
+}
+
+/**
+ * protobufjs serves google/protobuf/any.proto from bundled JSON that keeps the snake_case
+ * `type_url`, while every field parsed from .proto text is camelCased; renaming it makes Any
+ * `{typeUrl, value}` like the rest. Done on the JSON descriptor (before protobufjs resolves field
+ * features) and idempotent, because proto.json already carries the rename
+ * (scripts/build-proto-json.js applies the same one).
+ */
+function camelCaseAny(json: INamespace): INamespace {
+  const any = (json as JsonNamespace).nested?.['google']?.nested?.['protobuf']?.nested?.['Any'];
+  const fields = any?.fields;
+  if (!any || !fields || !('type_url' in fields)) return json;
+  const { type_url: typeUrl, ...rest } = fields;
+  any.fields = { typeUrl, ...rest };
+  return json;
+}
+
+function listProtoFiles(dir: string): string[] {
+  const found: string[] = [];
+  for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
+    const full = path.join(dir, entry.name);
+    if (entry.isDirectory()) found.push(...listProtoFiles(full));
+    else if (entry.isFile() && entry.name.endsWith('.proto')) found.push(full);
+  }
+  return found.sort();
+}
+
+function indexTypes(root: Root): Map<string, Type> {
+  const types = new Map<string, Type>();
+  const visit = (obj: ReflectionObject): void => {
+    if (obj instanceof Type) types.set(obj.fullName.slice(1), obj);
+    if (obj instanceof Namespace) obj.nestedArray.forEach(visit);
+  };
+  root.nestedArray.forEach(visit);
+  return types;
+}
+
+function stripDot(name: string): string {
+  return name.startsWith('.') ? name.slice(1) : name;
+}
+
+function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

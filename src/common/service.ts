@@ -1,0 +1,227 @@
+/**
+ * The Task API. Every method has one shape: validate, look up (NotFound), delegate to the
+ * container/process state machine, queue events, return. Transports call these through
+ * task-handlers.ts; errors leave as ShimErrors and are converted once by the transport.
+ */
+import type { Backend, StdioSpec } from './backend';
+import { Container } from './container';
+import { alreadyExists, invalidArgument, notFound } from './errors';
+import type { EventSink } from './events';
+import { logger } from './log';
+import { packAny, toTimestamp } from './proto';
+import type * as T from './types';
+
+export interface ServiceHost {
+  /** called when Shutdown finds no container left */
+  requestShutdown(): void;
+}
+
+const ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,75}$/;
+
+export class TaskService {
+  private readonly containers = new Map<string, Container>();
+  private readonly creating = new Set<string>();
+
+  constructor(
+    private readonly backend: Backend,
+    private readonly events: EventSink,
+    private readonly namespace: string,
+    private readonly host: ServiceHost,
+  ) {}
+
+  get containerCount(): number {
+    return this.containers.size + this.creating.size;
+  }
+
+  async create(r: T.CreateTaskRequest): Promise<T.CreateTaskResponse> {
+    if (!ID_PATTERN.test(r.id)) throw invalidArgument(`invalid container id ${JSON.stringify(r.id)}`);
+    if (this.containers.has(r.id) || this.creating.has(r.id)) {
+      throw alreadyExists(`container ${r.id}: already exists`);
+    }
+    this.creating.add(r.id);
+    try {
+      const stdio = stdioOf(r);
+      let container: Container | undefined;
+      const platform = await this.backend.createContainer(
+        {
+          id: r.id,
+          namespace: this.namespace,
+          bundle: r.bundle,
+          rootfs: (r.rootfs ?? []).map((m) => ({ type: m.type, source: m.source, target: m.target ?? '', options: m.options ?? [] })),
+          stdio,
+          checkpoint: r.checkpoint ?? '',
+          parentCheckpoint: r.parentCheckpoint ?? '',
+          options: r.options ?? undefined,
+        },
+        { onOom: () => container?.emit('oom', { containerId: r.id }) },
+      );
+      container = new Container({ id: r.id, bundle: r.bundle, stdio, fromCheckpoint: !!r.checkpoint }, platform, this.events);
+      this.containers.set(r.id, container);
+      container.emit('create', {
+        containerId: r.id,
+        bundle: r.bundle,
+        rootfs: r.rootfs ?? [],
+        io: { stdin: r.stdin, stdout: r.stdout, stderr: r.stderr, terminal: r.terminal },
+        checkpoint: r.checkpoint ?? '',
+        pid: platform.init.pid,
+      });
+      container.watchInit();
+      return { pid: platform.init.pid };
+    } finally {
+      this.creating.delete(r.id);
+    }
+  }
+
+  async start(r: T.StartRequest): Promise<T.StartResponse> {
+    const pid = await this.container(r.id).start(r.execId ?? '');
+    return { pid };
+  }
+
+  async delete(r: T.DeleteRequest): Promise<T.DeleteResponse> {
+    const container = this.container(r.id);
+    const { pid, status } = await container.delete(r.execId ?? '');
+    if (!r.execId) this.containers.delete(r.id);
+    return { pid, exitStatus: status.status, exitedAt: toTimestamp(status.exitedAt) };
+  }
+
+  async exec(r: T.ExecProcessRequest): Promise<T.Empty> {
+    if (!r.execId) throw invalidArgument('exec id must not be empty');
+    if (!ID_PATTERN.test(r.execId)) throw invalidArgument(`invalid exec id ${JSON.stringify(r.execId)}`);
+    await this.container(r.id).addExec({
+      execId: r.execId,
+      stdio: { stdin: r.stdin ?? '', stdout: r.stdout ?? '', stderr: r.stderr ?? '', terminal: !!r.terminal },
+      spec: r.spec ?? undefined,
+    });
+    return {};
+  }
+
+  async state(r: T.StateRequest): Promise<T.StateResponse> {
+    const container = this.container(r.id);
+    const p = container.process(r.execId ?? '');
+    let status = p.status;
+    // An exec reads as paused while its container is.
+    if (!p.isInit && p.stateName === 'running' && container.init.stateName === 'paused') status = container.init.status;
+    const exit = p.exited;
+    return {
+      id: p.id,
+      bundle: container.bundle,
+      pid: p.pid,
+      status,
+      stdin: p.stdio.stdin,
+      stdout: p.stdio.stdout,
+      stderr: p.stdio.stderr,
+      terminal: p.stdio.terminal,
+      exitStatus: exit?.status ?? 0,
+      exitedAt: toTimestamp(exit?.exitedAt),
+      execId: p.execId,
+    };
+  }
+
+  async wait(r: T.WaitRequest, signal?: AbortSignal): Promise<T.WaitResponse> {
+    const p = this.container(r.id).process(r.execId ?? '');
+    const status = await abortable(p.exit.promise, signal);
+    return { exitStatus: status.status, exitedAt: toTimestamp(status.exitedAt) };
+  }
+
+  async kill(r: T.KillRequest): Promise<T.Empty> {
+    await this.container(r.id).process(r.execId ?? '').kill(r.signal, !!r.all);
+    return {};
+  }
+
+  async pids(r: T.PidsRequest): Promise<T.PidsResponse> {
+    const container = this.container(r.id);
+    if (container.init.stateName === 'stopped' || container.init.stateName === 'deleted') return { processes: [] };
+    const pids = await container.platform.pids();
+    const execByPid = new Map(container.execProcesses.filter((e) => e.pid > 0).map((e) => [e.pid, e.execId]));
+    return {
+      processes: pids.map((pid) => {
+        const execId = execByPid.get(pid);
+        return execId === undefined
+          ? { pid }
+          : { pid, info: packAny('containerd.runc.v1.ProcessDetails', { execId }) };
+      }),
+    };
+  }
+
+  async pause(r: T.PauseRequest): Promise<T.Empty> {
+    const container = this.container(r.id);
+    await container.init.pause();
+    container.emit('paused', { containerId: r.id });
+    return {};
+  }
+
+  async resume(r: T.ResumeRequest): Promise<T.Empty> {
+    const container = this.container(r.id);
+    await container.init.resume();
+    container.emit('resumed', { containerId: r.id });
+    return {};
+  }
+
+  async checkpoint(r: T.CheckpointTaskRequest): Promise<T.Empty> {
+    const container = this.container(r.id);
+    await container.init.checkpoint(() => container.platform.checkpoint({ path: r.path, options: r.options ?? undefined }));
+    container.emit('checkpointed', { containerId: r.id, checkpoint: r.path });
+    return {};
+  }
+
+  async resizePty(r: T.ResizePtyRequest): Promise<T.Empty> {
+    await this.container(r.id).process(r.execId ?? '').resize(r.width, r.height);
+    return {};
+  }
+
+  async closeIO(r: T.CloseIORequest): Promise<T.Empty> {
+    await this.container(r.id).process(r.execId ?? '').closeStdin();
+    return {};
+  }
+
+  async update(r: T.UpdateTaskRequest): Promise<T.Empty> {
+    const container = this.container(r.id);
+    await container.init.update(() => container.platform.update(r.resources ?? undefined, r.annotations ?? {}));
+    return {};
+  }
+
+  async stats(r: T.StatsRequest): Promise<T.StatsResponse> {
+    return { stats: await this.container(r.id).platform.stats() };
+  }
+
+  async connect(r: T.ConnectRequest): Promise<T.ConnectResponse> {
+    const container = this.containers.get(r.id);
+    return { shimPid: process.pid, taskPid: container?.init.pid ?? 0, version: '' };
+  }
+
+  async shutdown(_r: T.ShutdownRequest): Promise<T.Empty> {
+    if (this.containerCount > 0) {
+      logger.debug('shutdown requested while containers remain', { count: this.containerCount });
+      return {};
+    }
+    this.host.requestShutdown();
+    return {};
+  }
+
+  private container(id: string): Container {
+    const c = this.containers.get(id);
+    if (!c) throw notFound(`container ${id}: container not created`);
+    return c;
+  }
+}
+
+function stdioOf(r: T.CreateTaskRequest): StdioSpec {
+  return { stdin: r.stdin ?? '', stdout: r.stdout ?? '', stderr: r.stderr ?? '', terminal: !!r.terminal };
+}
+
+/** A Wait whose connection went away stops waiting; the exit stays recorded for the next one. */
+function abortable<V>(promise: Promise<V>, signal: AbortSignal | undefined): Promise<V> {
+  if (!signal) return promise;
+  return new Promise<V>((resolve, reject) => {
+    const onAbort = (): void => reject(signal.reason instanceof Error ? signal.reason : new Error('call aborted'));
+    if (signal.aborted) return onAbort();
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      reject,
+    );
+  });
+}

@@ -1,0 +1,90 @@
+/**
+ * The Linux backend: runc (or any OCI runtime named by BinaryName), the subreaper, cgroups.
+ * The reaper starts with the first container, so the short-lived `delete` and `-info` runs never
+ * become subreapers.
+ */
+import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
+import type {
+  Backend,
+  BackendContext,
+  CleanupRequest,
+  CleanupResult,
+  ContainerHooks,
+  CreateContainerRequest,
+  PlatformContainer,
+} from '../common/backend';
+import { logger } from '../common/log';
+import { decodeOptions, fromOptionsJson, DEFAULT_OPTIONS, type RuntimeOptions } from '../common/options';
+import type { AnyMessage } from '../common/proto';
+import { bundleFiles, readPidFile } from './bundle';
+import { createLinuxContainer } from './container';
+import { unmountAll } from './mount';
+import { Reaper } from './reaper';
+import { Runc } from './runc';
+
+const FEATURES_TYPE_URL = 'types.containerd.io/opencontainers/runtime-spec/1/features/Features';
+
+export function createLinuxBackend(_context: BackendContext): Backend {
+  return new LinuxBackend();
+}
+
+class LinuxBackend implements Backend {
+  readonly platform = 'linux';
+  private reaper: Reaper | undefined;
+
+  private ensureReaper(): Reaper {
+    if (!this.reaper) {
+      this.reaper = new Reaper({
+        onStray: (r) => logger.debug('reaped stray process', { pid: r.pid, status: r.status }),
+      });
+      this.reaper.start();
+    }
+    return this.reaper;
+  }
+
+  async createContainer(request: CreateContainerRequest, hooks: ContainerHooks): Promise<PlatformContainer> {
+    const reaper = this.ensureReaper();
+    const options = await decodeOptions(request.options);
+    return createLinuxContainer(request, hooks, { reaper, options });
+  }
+
+  /** Best effort, like the runc shim: every failure is logged, the answer is still given. */
+  async cleanup(request: CleanupRequest): Promise<CleanupResult> {
+    const { bundle, id, namespace } = request;
+    const options = await readSavedOptions(bundle);
+    const runc = new Runc({
+      binary: options.binaryName,
+      root: path.join(options.root, namespace),
+      systemdCgroup: options.systemdCgroup,
+      criuPath: options.criuPath || undefined,
+      logPath: bundleFiles.runtimeLog(bundle),
+    });
+    await runc.delete(id, true).catch((err: unknown) => logger.warn('runtime delete --force', { id, error: err }));
+    await unmountAll(bundleFiles.rootfs(bundle)).catch((err: unknown) =>
+      logger.warn('unmounting rootfs', { id, error: err }),
+    );
+    const pid = await readPidFile(bundleFiles.initPid(bundle)).catch(() => 0);
+    return { pid };
+  }
+
+  async runtimeFeatures(options: AnyMessage | undefined): Promise<AnyMessage | undefined> {
+    const o = await decodeOptions(options);
+    const runc = new Runc({ binary: o.binaryName, root: o.root, systemdCgroup: o.systemdCgroup, logPath: '/dev/null' });
+    const features = await runc.features().catch(() => undefined);
+    if (features === undefined) return undefined;
+    return { typeUrl: FEATURES_TYPE_URL, value: Buffer.from(JSON.stringify(features)) };
+  }
+
+  async close(): Promise<void> {
+    this.reaper?.stop();
+  }
+}
+
+async function readSavedOptions(bundle: string): Promise<RuntimeOptions> {
+  try {
+    return fromOptionsJson(await fs.readFile(bundleFiles.options(bundle), 'utf8'));
+  } catch {
+    return { ...DEFAULT_OPTIONS };
+  }
+}

@@ -1,0 +1,68 @@
+/** An exec: nothing runs until Start, which runs `runc exec --detach` with the Process JSON. */
+import { invalidArgument } from '../common/errors';
+import type { StdioSpec } from '../common/backend';
+import { bundleFiles } from './bundle';
+import { LinuxProcess, removeQuietly } from './process';
+import type { Reaper } from './reaper';
+import type { Runc } from './runc';
+import { openStdio, type StdioOwner } from './stdio';
+
+export interface ExecParams {
+  containerId: string;
+  execId: string;
+  bundle: string;
+  runc: Runc;
+  reaper: Reaper;
+  owner: StdioOwner;
+  stdioSpec: StdioSpec;
+  /** OCI Process JSON with `terminal` already set from the request */
+  processJson: string;
+}
+
+/** The request's `terminal` wins over the spec's, as containerd expects. */
+export function execProcessJson(specValue: Buffer | undefined, terminal: boolean): string {
+  if (!specValue || specValue.length === 0) throw invalidArgument('exec: process spec is missing');
+  let spec: Record<string, unknown>;
+  try {
+    spec = JSON.parse(specValue.toString('utf8')) as Record<string, unknown>;
+  } catch (err) {
+    throw invalidArgument(`exec: process spec is not valid JSON: ${(err as Error).message}`);
+  }
+  if (typeof spec !== 'object' || spec === null || Array.isArray(spec)) {
+    throw invalidArgument('exec: process spec must be a JSON object');
+  }
+  spec['terminal'] = terminal;
+  return JSON.stringify(spec);
+}
+
+export class LinuxExec extends LinuxProcess {
+  constructor(private readonly params: ExecParams) {
+    super(params.reaper, undefined);
+  }
+
+  async start(): Promise<number> {
+    const { containerId, execId, bundle, runc, owner, stdioSpec, processJson } = this.params;
+    const pidFile = bundleFiles.execPid(bundle, execId);
+    this.stdio = await openStdio(execId, stdioSpec, owner);
+    try {
+      await runc.exec(containerId, processJson, {
+        pidFile,
+        consoleSocket: this.stdio.consoleSocket,
+        stdio: this.stdio.runtimeStdio,
+      });
+      await this.stdio.started();
+    } catch (err) {
+      await this.closeStdio();
+      throw err;
+    }
+    return this.readPid(pidFile);
+  }
+
+  async kill(signal: number): Promise<void> {
+    this.signalPid(signal);
+  }
+
+  protected async deleteRuntimeState(): Promise<void> {
+    await removeQuietly(bundleFiles.execPid(this.params.bundle, this.params.execId));
+  }
+}

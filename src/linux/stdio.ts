@@ -1,0 +1,133 @@
+/**
+ * A process's stdio as the Linux backend sees it: either pipes relayed to containerd's FIFOs
+ * (io.ts) or a pty whose master runc hands over on a console socket (console.ts). Both look the
+ * same to the process code: fds/console socket for runc, then relay, resize, close stdin, drain.
+ */
+import * as fs from 'node:fs';
+import type { StdioSpec } from '../common/backend';
+import { logger } from '../common/log';
+import { ConsoleSocket, PtyRelay } from './console';
+import { createProcessIO, openTerminalFifos, type ProcessIO } from './io';
+
+export interface ProcessStdio {
+  /** what runc gets as the container's stdin/stdout/stderr */
+  readonly runtimeStdio: [number, number, number];
+  /** set when a terminal was asked for */
+  readonly consoleSocket: string | undefined;
+  /** after runc create/exec/restore returned successfully */
+  started(): Promise<void>;
+  resize(width: number, height: number): void;
+  closeStdin(): void;
+  drain(timeoutMs: number): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface StdioOwner {
+  namespace: string;
+  ioUid: number;
+  ioGid: number;
+}
+
+export async function openStdio(processId: string, spec: StdioSpec, owner: StdioOwner): Promise<ProcessStdio> {
+  if (spec.terminal) return TerminalStdio.open(spec);
+  return new PipeStdio(await createProcessIO(processId, spec, owner));
+}
+
+class PipeStdio implements ProcessStdio {
+  readonly consoleSocket = undefined;
+  constructor(private readonly io: ProcessIO) {}
+
+  get runtimeStdio(): [number, number, number] {
+    return this.io.runtimeStdio;
+  }
+  async started(): Promise<void> {
+    this.io.closeAfterStart();
+  }
+  resize(): void {
+    // no terminal: nothing to size, as the runc shim answers OK
+  }
+  closeStdin(): void {
+    this.io.closeStdin();
+  }
+  drain(timeoutMs: number): Promise<void> {
+    return this.io.drain(timeoutMs);
+  }
+  close(): Promise<void> {
+    return this.io.close();
+  }
+}
+
+class TerminalStdio implements ProcessStdio {
+  private relay: PtyRelay | undefined;
+  private relayDone: Promise<void> = Promise.resolve();
+  private fifos: Awaited<ReturnType<typeof openTerminalFifos>> | undefined;
+  private readonly abort = new AbortController();
+  private readonly master: Promise<number>;
+
+  private constructor(
+    private readonly spec: StdioSpec,
+    private readonly socket: ConsoleSocket,
+    readonly runtimeStdio: [number, number, number],
+  ) {
+    this.master = socket.receiveMaster(this.abort.signal);
+    // runc may fail before connecting; the rejection is then handled by close().
+    this.master.catch(() => undefined);
+  }
+
+  static async open(spec: StdioSpec): Promise<TerminalStdio> {
+    const socket = await ConsoleSocket.create();
+    const devNull = fs.openSync('/dev/null', 'r+');
+    return new TerminalStdio(spec, socket, [devNull, devNull, devNull]);
+  }
+
+  get consoleSocket(): string {
+    return this.socket.path;
+  }
+
+  async started(): Promise<void> {
+    try {
+      const master = await this.master;
+      this.fifos = await openTerminalFifos(this.spec);
+      this.relay = new PtyRelay(master);
+      this.relayDone = this.relay.start(this.fifos.input, this.fifos.output ?? discard()).catch((err: unknown) => {
+        logger.warn('pty relay failed', { error: err });
+      });
+    } finally {
+      this.releaseSetup();
+      await this.socket.close();
+    }
+  }
+
+  resize(width: number, height: number): void {
+    this.relay?.resize(width, height);
+  }
+  closeStdin(): void {
+    this.fifos?.closeStdin();
+  }
+  async drain(timeoutMs: number): Promise<void> {
+    await Promise.race([this.relayDone, new Promise<void>((r) => setTimeout(r, timeoutMs).unref())]);
+  }
+  async close(): Promise<void> {
+    this.abort.abort();
+    this.releaseSetup();
+    this.relay?.close();
+    await this.fifos?.close();
+    await this.socket.close();
+  }
+
+  private releaseSetup(): void {
+    const fd = this.runtimeStdio[0];
+    if (fd >= 0) {
+      try {
+        fs.closeSync(fd);
+      } catch {
+        // already closed
+      }
+      this.runtimeStdio[0] = this.runtimeStdio[1] = this.runtimeStdio[2] = -1;
+    }
+  }
+}
+
+function discard(): NodeJS.WritableStream {
+  return fs.createWriteStream('/dev/null');
+}

@@ -1,0 +1,34 @@
+/**
+ * containerd-shim-tshim-v2: argv → action. containerd reads `start`'s combined stdout+stderr as
+ * our address, so Node's own warnings must never reach stderr.
+ */
+import { parseArgs } from './common/cli';
+import { runCommand } from './common/actions';
+
+process.removeAllListeners('warning');
+
+function readStdin(): Promise<Buffer> {
+  if (process.stdin.isTTY) return Promise.resolve(Buffer.alloc(0));
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    process.stdin.on('data', (chunk: Buffer) => chunks.push(chunk));
+    process.stdin.once('end', () => resolve(Buffer.concat(chunks)));
+    process.stdin.once('error', () => resolve(Buffer.concat(chunks)));
+  });
+}
+
+const command = parseArgs(process.argv.slice(2));
+runCommand(command, {
+  stdout: process.stdout,
+  stderr: process.stderr,
+  readStdin,
+  selfCommand: [process.execPath, ...process.execArgv, process.argv[1] ?? __filename],
+}).then(
+  (code) => {
+    if (code >= 0) process.exitCode = code;
+  },
+  (err: unknown) => {
+    process.stderr.write(`${err instanceof Error ? err.message : String(err)}\n`);
+    process.exitCode = 1;
+  },
+);

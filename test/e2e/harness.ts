@@ -1,0 +1,396 @@
+/**
+ * A private containerd 1.6 per test file: own root/state/socket in a short /tmp dir, the repo's
+ * bin/ first on its PATH (so it resolves containerd-shim-tshim-v2), a unique namespace, and a
+ * `ctr` wrapper bound to both. Other containerd daemons may share the machine, so everything here
+ * is scoped by the temp dir, the namespace and pids this harness started — never by process name.
+ */
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { constants as osConstants } from 'node:os';
+import { closeSync, openSync, promises as fs, readFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { delay, listMountsUnder, processesMatching, shellQuote, unmountAll, type ProcessInfo } from './fixtures/system';
+
+export const REPO_ROOT = path.resolve(__dirname, '..', '..');
+export const CONTAINERD_BIN = '/usr/bin/containerd';
+export const CTR_BIN = '/usr/bin/ctr';
+
+/** Runtimes the suites are parameterised over; the reference runc shim validates every test. */
+export const RUNTIMES = (process.env.TSHIM_E2E_RUNTIMES ?? 'io.containerd.runc.v2,io.containerd.tshim.v2')
+  .split(',')
+  .map((r) => r.trim())
+  .filter((r) => r !== '');
+
+export interface CtrResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export interface CtrOptions {
+  input?: string | Buffer;
+  timeoutMs?: number;
+  /** When false (default) a non-zero exit throws with the full output. */
+  allowFail?: boolean;
+}
+
+export interface TerminalOptions extends CtrOptions {
+  rows?: number;
+  cols?: number;
+}
+
+/** A ctr process left running (events stream, attached `run`), owned by the test that started it. */
+export interface BackgroundCtr {
+  readonly pid: number;
+  stdout(): string;
+  stderr(): string;
+  /** Resolves with stdout once `pattern` appears in it; rejects on timeout or early exit. */
+  waitForOutput(pattern: string | RegExp, timeoutMs?: number): Promise<string>;
+  readonly exited: Promise<CtrResult>;
+  /** Sends `signal` to this ctr only and waits for it to exit. */
+  stop(signal?: NodeJS.Signals): Promise<CtrResult>;
+}
+
+export interface Containerd {
+  readonly dir: string;
+  readonly address: string;
+  readonly namespace: string;
+  readonly pid: number;
+  /** `ctr --address <address> --namespace <namespace> ...args`, as an argv for shells. */
+  ctrArgv(args: string[]): string[];
+  ctr(args: string[], opts?: CtrOptions): Promise<CtrResult>;
+  ctrBackground(args: string[]): BackgroundCtr;
+  /** Runs ctr on a pseudo-terminal (`script`), sized rows×cols, for `-t` commands. */
+  ctrInTerminal(args: string[], opts?: TerminalOptions): Promise<CtrResult>;
+  logText(): string;
+  /** Removes everything created in the namespace, stops the daemon, returns what it could not clean. */
+  stop(): Promise<string[]>;
+}
+
+const DEFAULT_TIMEOUT_MS = 30_000;
+
+const randomHex = (bytes: number): string => randomBytes(bytes).toString('hex');
+
+/** Container ids unique across files, runtimes and reruns: `<tag>-<random>`. */
+export const uniqueId = (tag: string): string => `${tag}-${randomHex(4)}`;
+
+/** `io.containerd.runc.v2` → `runc`: short enough to prefix container ids with. */
+export const runtimeTag = (runtime: string): string => runtime.split('.').slice(-2, -1)[0] ?? runtime;
+
+interface Spawned {
+  pid: number;
+  stdout: Buffer[];
+  stderr: Buffer[];
+  exited: Promise<CtrResult>;
+}
+
+function spawnCollecting(cmd: string, argv: string[], input: string | Buffer | undefined): Spawned {
+  const child = spawn(cmd, argv, { stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
+  const stdout: Buffer[] = [];
+  const stderr: Buffer[] = [];
+  child.stdout?.on('data', (b: Buffer) => stdout.push(b));
+  child.stderr?.on('data', (b: Buffer) => stderr.push(b));
+  if (input !== undefined) child.stdin?.end(input);
+  // EPIPE when the process exits before reading all input is not a test failure by itself.
+  child.stdin?.on('error', () => undefined);
+  const exited = new Promise<CtrResult>((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', (code, signal) => {
+      const sigNum = signal ? osConstants.signals[signal] : 0;
+      resolve({
+        code: code ?? 128 + sigNum,
+        stdout: Buffer.concat(stdout).toString('utf8'),
+        stderr: Buffer.concat(stderr).toString('utf8'),
+      });
+    });
+  });
+  if (child.pid === undefined) throw new Error(`failed to spawn ${cmd}`);
+  return { pid: child.pid, stdout, stderr, exited };
+}
+
+async function runCollecting(cmd: string, argv: string[], opts: CtrOptions, what: string): Promise<CtrResult> {
+  const proc = spawnCollecting(cmd, argv, opts.input);
+  const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<'timeout'>((resolve) => {
+    timer = setTimeout(() => resolve('timeout'), timeoutMs);
+  });
+  const outcome = await Promise.race([proc.exited, timedOut]);
+  clearTimeout(timer);
+  if (outcome === 'timeout') {
+    process.kill(proc.pid, 'SIGKILL');
+    const late = await proc.exited;
+    throw new Error(`${what} timed out after ${timeoutMs} ms\nstdout: ${late.stdout}\nstderr: ${late.stderr}`);
+  }
+  if (outcome.code !== 0 && !opts.allowFail) {
+    throw new Error(`${what} exited ${outcome.code}\nstdout: ${outcome.stdout}\nstderr: ${outcome.stderr}`);
+  }
+  return outcome;
+}
+
+function background(cmd: string, argv: string[]): BackgroundCtr {
+  const proc = spawnCollecting(cmd, argv, undefined);
+  let done: CtrResult | undefined;
+  void proc.exited.then((r) => (done = r), () => undefined);
+  const text = (chunks: Buffer[]): string => Buffer.concat(chunks).toString('utf8');
+  return {
+    pid: proc.pid,
+    stdout: () => text(proc.stdout),
+    stderr: () => text(proc.stderr),
+    exited: proc.exited,
+    async waitForOutput(pattern, timeoutMs = 10_000) {
+      const deadline = Date.now() + timeoutMs;
+      const hit = (s: string): boolean => (typeof pattern === 'string' ? s.includes(pattern) : pattern.test(s));
+      for (;;) {
+        const out = text(proc.stdout);
+        if (hit(out)) return out;
+        if (done) throw new Error(`ctr exited (${done.code}) before printing ${pattern}\nstdout: ${out}\nstderr: ${done.stderr}`);
+        if (Date.now() > deadline) throw new Error(`timed out waiting for ${pattern}\nstdout: ${out}\nstderr: ${text(proc.stderr)}`);
+        await delay(25);
+      }
+    },
+    async stop(signal = 'SIGTERM') {
+      if (!done) {
+        try {
+          process.kill(proc.pid, signal);
+        } catch {
+          // Already gone between the check and the kill.
+        }
+      }
+      return proc.exited;
+    },
+  };
+}
+
+function configToml(dir: string, address: string): string {
+  return [
+    'version = 2',
+    `root = "${dir}/root"`,
+    `state = "${dir}/state"`,
+    // Only the task/image/snapshot path is exercised; everything else only slows startup. The
+    // v1 linux runtime stays: 1.6's tasks service refuses to load without it.
+    'disabled_plugins = [',
+    '  "io.containerd.grpc.v1.cri",',
+    '  "io.containerd.snapshotter.v1.aufs",',
+    '  "io.containerd.snapshotter.v1.btrfs",',
+    '  "io.containerd.snapshotter.v1.devmapper",',
+    '  "io.containerd.snapshotter.v1.zfs",',
+    '  "io.containerd.internal.v1.restart",',
+    '  "io.containerd.tracing.processor.v1.otlp",',
+    ']',
+    '',
+    '[grpc]',
+    `  address = "${address}"`,
+    '',
+    '[plugins."io.containerd.internal.v1.opt"]',
+    `  path = "${dir}/opt"`,
+    '',
+    '[plugins."io.containerd.service.v1.diff-service"]',
+    '  default = ["walking"]',
+    '',
+  ].join('\n');
+}
+
+/** Starts a private containerd and waits until `ctr version` answers on its socket. */
+export async function startContainerd(): Promise<Containerd> {
+  // Short on purpose: `<dir>/c.sock.ttrpc` must stay well under the 108-byte sun_path limit.
+  const dir = await fs.mkdtemp('/tmp/tse-');
+  const address = `${dir}/c.sock`;
+  const namespace = `tshim-e2e-${randomHex(4)}`;
+  const configPath = path.join(dir, 'config.toml');
+  const logPath = path.join(dir, 'containerd.log');
+  await fs.writeFile(configPath, configToml(dir, address));
+
+  const logFd = openSync(logPath, 'a');
+  const daemon = spawn(CONTAINERD_BIN, ['--config', configPath, '--log-level', 'debug'], {
+    // cwd matters: containerd stats `<cwd>/containerd-shim-*-v2` before searching PATH.
+    cwd: dir,
+    env: { ...process.env, PATH: `${path.join(REPO_ROOT, 'bin')}:${process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin'}` },
+    stdio: ['ignore', logFd, logFd],
+  });
+  closeSync(logFd);
+  if (daemon.pid === undefined) throw new Error('failed to spawn containerd');
+  const pid = daemon.pid;
+  let daemonExit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
+  const daemonExited = new Promise<void>((resolve) => {
+    daemon.on('exit', (code, signal) => {
+      daemonExit = { code, signal };
+      resolve();
+    });
+  });
+
+  const logText = (): string => {
+    try {
+      return readFileSync(logPath, 'utf8');
+    } catch {
+      return '';
+    }
+  };
+  const ctrArgv = (args: string[]): string[] => ['--address', address, '--namespace', namespace, ...args];
+  const ctr = (args: string[], opts: CtrOptions = {}): Promise<CtrResult> =>
+    runCollecting(CTR_BIN, ctrArgv(args), opts, `ctr ${args.join(' ')}`);
+
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    if (daemonExit) throw new Error(`containerd exited early (${JSON.stringify(daemonExit)}):\n${logText()}`);
+    const probe = await runCollecting(CTR_BIN, ['--address', address, '--connect-timeout', '1s', 'version'], { allowFail: true, timeoutMs: 5_000 }, 'ctr version');
+    if (probe.code === 0) break;
+    if (Date.now() > deadline) {
+      process.kill(pid, 'SIGKILL');
+      throw new Error(`containerd did not answer within 15 s: ${probe.stderr}\n${logText()}`);
+    }
+    await delay(50);
+  }
+
+  const cd: Containerd = {
+    dir,
+    address,
+    namespace,
+    pid,
+    ctrArgv,
+    ctr,
+    ctrBackground: (args) => background(CTR_BIN, ctrArgv(args)),
+    ctrInTerminal(args, opts = {}) {
+      const size = `stty rows ${opts.rows ?? 24} cols ${opts.cols ?? 80}`;
+      const command = `${size} && exec ${[CTR_BIN, ...ctrArgv(args)].map(shellQuote).join(' ')}`;
+      // script(1) gives ctr the controlling tty it insists on for -t; -e propagates ctr's exit code.
+      return runCollecting('script', ['-qfec', command, '/dev/null'], opts, `ctr (tty) ${args.join(' ')}`);
+    },
+    logText,
+    async stop() {
+      const problems: string[] = [];
+      if (!daemonExit) await removeEverything(cd, problems);
+      const shims = await waitForShimsGone(cd, 5_000);
+      for (const shim of shims) {
+        problems.push(`shim ${shim.pid} still running at stop: ${shim.cmdline.join(' ')}`);
+        // Started by this containerd for this namespace, hence ours to end.
+        try {
+          process.kill(shim.pid, 'SIGKILL');
+        } catch {
+          // exited meanwhile
+        }
+      }
+      if (!daemonExit) {
+        process.kill(pid, 'SIGTERM');
+        const stopped = await Promise.race([daemonExited.then(() => true), delay(10_000).then(() => false)]);
+        if (!stopped) {
+          problems.push('containerd ignored SIGTERM for 10 s; killed');
+          process.kill(pid, 'SIGKILL');
+          await daemonExited;
+        }
+      }
+      problems.push(...(await unmountAll(dir)));
+      try {
+        await fs.rm(dir, { recursive: true, force: true });
+      } catch (err) {
+        problems.push(`removing ${dir}: ${String(err)}`);
+      }
+      // runc keeps one state dir per namespace; it is empty once every container is deleted.
+      await fs.rmdir(`/run/containerd/runc/${namespace}`).catch(() => undefined);
+      return problems;
+    },
+  };
+  return cd;
+}
+
+/** Best-effort teardown of tasks, containers, images and snapshots in the namespace via ctr. */
+async function removeEverything(cd: Containerd, problems: string[]): Promise<void> {
+  const lines = async (args: string[]): Promise<string[]> => {
+    const r = await cd.ctr(args, { allowFail: true });
+    return r.stdout.split('\n').map((l) => l.trim()).filter((l) => l !== '');
+  };
+  const attempt = async (args: string[]): Promise<void> => {
+    const r = await cd.ctr(args, { allowFail: true, timeoutMs: 20_000 }).catch((err: unknown) => ({
+      code: -1, stdout: '', stderr: String(err),
+    }));
+    if (r.code !== 0) problems.push(`ctr ${args.join(' ')}: ${r.stderr.trim()}`);
+  };
+  for (const id of await lines(['tasks', 'ls', '-q'])) await attempt(['tasks', 'rm', '-f', id]);
+  for (const id of await lines(['containers', 'ls', '-q'])) await attempt(['containers', 'rm', id]);
+  const images = await lines(['images', 'ls', '-q']);
+  if (images.length > 0) await attempt(['images', 'rm', '--sync', ...images]);
+  // Snapshots form chains; removing leaves first takes as many passes as the chain is long.
+  for (let pass = 0; pass < 10; pass++) {
+    const snapshots = (await lines(['snapshots', 'ls'])).slice(1).map((l) => l.split(/\s+/)[0] ?? '');
+    if (snapshots.length === 0) break;
+    for (const key of snapshots) await cd.ctr(['snapshots', 'rm', key], { allowFail: true });
+    if (pass === 9) problems.push(`snapshots left: ${snapshots.join(', ')}`);
+  }
+  await cd.ctr(['namespaces', 'rm', cd.namespace], { allowFail: true });
+}
+
+export interface TaskRow {
+  id: string;
+  pid: number;
+  status: string;
+}
+
+/** Parses `ctr task ls` (TASK PID STATUS). */
+export async function listTasks(cd: Containerd): Promise<TaskRow[]> {
+  const r = await cd.ctr(['tasks', 'ls']);
+  return r.stdout
+    .split('\n')
+    .slice(1)
+    .map((l) => l.trim().split(/\s+/))
+    .filter((f) => f.length >= 3)
+    .map(([id, pid, status]) => ({ id: id ?? '', pid: Number(pid), status: status ?? '' }));
+}
+
+/** Polls `ctr task ls` until task `id` reports `status` (RUNNING, PAUSED, STOPPED, CREATED). */
+export async function waitForTaskStatus(cd: Containerd, id: string, status: string, timeoutMs = 10_000): Promise<TaskRow> {
+  const deadline = Date.now() + timeoutMs;
+  let last: TaskRow | undefined;
+  for (;;) {
+    last = (await listTasks(cd)).find((t) => t.id === id);
+    if (last?.status === status) return last;
+    if (Date.now() > deadline) throw new Error(`task ${id} is ${last?.status ?? 'absent'}, wanted ${status}`);
+    await delay(50);
+  }
+}
+
+/** Shim processes started by this containerd: their argv carries `-address <our socket>`. */
+export async function shimProcesses(cd: Containerd, idPrefix = ''): Promise<ProcessInfo[]> {
+  return processesMatching((argv) => {
+    const at = argv.indexOf('-address');
+    if (at < 0 || argv[at + 1] !== cd.address) return false;
+    const idAt = argv.indexOf('-id');
+    return idPrefix === '' || (idAt >= 0 && (argv[idAt + 1] ?? '').startsWith(idPrefix));
+  });
+}
+
+async function waitForShimsGone(cd: Containerd, timeoutMs: number, idPrefix = ''): Promise<ProcessInfo[]> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const left = await shimProcesses(cd, idPrefix);
+    if (left.length === 0 || Date.now() > deadline) return left;
+    await delay(100);
+  }
+}
+
+/**
+ * Everything a finished test may have left behind, restricted to ids starting with `idPrefix`:
+ * tasks, containers, mounts under the temp dir and shim processes. Polls up to `timeoutMs`
+ * because a shim exits asynchronously after containerd's Shutdown; returns [] when clean.
+ */
+export async function findLeftovers(cd: Containerd, idPrefix = '', timeoutMs = 10_000): Promise<string[]> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const found: string[] = [];
+    const mine = (id: string): boolean => id.startsWith(idPrefix);
+    for (const t of await listTasks(cd)) if (mine(t.id)) found.push(`task ${t.id} (${t.status})`);
+    const containers = await cd.ctr(['containers', 'ls', '-q']);
+    for (const id of containers.stdout.split('\n').filter((l) => l !== '' && mine(l))) found.push(`container ${id}`);
+    for (const m of await listMountsUnder(cd.dir)) {
+      if (idPrefix === '' || m.split('/').some((seg) => seg.startsWith(idPrefix))) found.push(`mount ${m}`);
+    }
+    for (const p of await shimProcesses(cd, idPrefix)) found.push(`shim pid ${p.pid}: ${p.cmdline.join(' ')}`);
+    if (found.length === 0 || Date.now() > deadline) return found;
+    await delay(200);
+  }
+}
+
+/** Force-removes a test's container and its task; used in `finally` blocks, never fails. */
+export async function removeContainer(cd: Containerd, id: string): Promise<void> {
+  await cd.ctr(['tasks', 'rm', '-f', id], { allowFail: true, timeoutMs: 20_000 }).catch(() => undefined);
+  await cd.ctr(['containers', 'rm', id], { allowFail: true, timeoutMs: 20_000 }).catch(() => undefined);
+}

@@ -1,0 +1,36 @@
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { groupingKey, socketAddress, startOutput, writeAddressFile } from '../../src/common/bootstrap';
+
+describe('bootstrap helpers', () => {
+  it('derives the socket as the runc shim does (sha256 of address/ns/key)', () => {
+    const expected = createHash('sha256').update('/tmp/x/c.sock/default/t1').digest('hex');
+    expect(socketAddress('/tmp/x/c.sock', 'default', 't1')).toBe(`unix:///run/containerd/s/${expected}`);
+  });
+
+  it('groups by the runc group annotation, then the CRI sandbox id, else the id', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tshim-boot-'));
+    try {
+      expect(groupingKey(dir, 'id1')).toBe('id1');
+      fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ annotations: { 'io.kubernetes.cri.sandbox-id': 'sb' } }));
+      expect(groupingKey(dir, 'id1')).toBe('sb');
+      fs.writeFileSync(
+        path.join(dir, 'config.json'),
+        JSON.stringify({ annotations: { 'io.kubernetes.cri.sandbox-id': 'sb', 'io.containerd.runc.v2.group': 'g' } }),
+      );
+      expect(groupingKey(dir, 'id1')).toBe('g');
+      writeAddressFile(dir, 'unix:///run/containerd/s/abc');
+      expect(fs.readFileSync(path.join(dir, 'address'), 'utf8')).toBe('unix:///run/containerd/s/abc');
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('prints a bare address for ttrpc and the version-3 JSON for grpc', () => {
+    expect(startOutput('unix:///s', 'ttrpc')).toBe('unix:///s');
+    expect(JSON.parse(startOutput('unix:///s', 'grpc'))).toEqual({ version: 3, address: 'unix:///s', protocol: 'grpc' });
+  });
+});

@@ -1,0 +1,148 @@
+import { beforeEach, describe, expect, it } from 'vitest';
+import { Code, ShimError } from '../../src/common/errors';
+import { TaskService } from '../../src/common/service';
+import { TaskStatus } from '../../src/common/types';
+import { FakeBackend, RecordingSink } from './fake-backend';
+
+function req<T extends object>(o: T): T {
+  return o;
+}
+
+async function codeOf(p: Promise<unknown>): Promise<Code | 'ok'> {
+  try {
+    await p;
+    return 'ok';
+  } catch (err) {
+    if (err instanceof ShimError) return err.code;
+    throw err;
+  }
+}
+
+const flush = (): Promise<void> => new Promise((r) => setTimeout(r, 5));
+
+describe('TaskService against a fake backend', () => {
+  let backend: FakeBackend;
+  let sink: RecordingSink;
+  let service: TaskService;
+  let shutdowns: number;
+
+  beforeEach(() => {
+    backend = new FakeBackend();
+    sink = new RecordingSink();
+    shutdowns = 0;
+    service = new TaskService(backend, sink, 'default', { requestShutdown: () => shutdowns++ });
+  });
+
+  async function create(id = 'c1'): Promise<number> {
+    const r = await service.create(
+      req({ id, bundle: '/b/' + id, rootfs: [], terminal: false, stdin: '', stdout: '/f/out', stderr: '', checkpoint: '', parentCheckpoint: '', options: null }) as never,
+    );
+    return r.pid;
+  }
+
+  it('runs the init lifecycle with events in containerd order', async () => {
+    const pid = await create();
+    expect(pid).toBeGreaterThan(0);
+    expect((await service.state({ id: 'c1', execId: '' } as never)).status).toBe(TaskStatus.CREATED);
+    expect((await service.start({ id: 'c1', execId: '' } as never)).pid).toBe(pid);
+    expect((await service.state({ id: 'c1', execId: '' } as never)).status).toBe(TaskStatus.RUNNING);
+    const waiting = service.wait({ id: 'c1', execId: '' } as never);
+    backend.containers.get('c1')!.init.exit(7);
+    const w = await waiting;
+    expect(w.exitStatus).toBe(7);
+    const st = await service.state({ id: 'c1', execId: '' } as never);
+    expect(st.status).toBe(TaskStatus.STOPPED);
+    expect(st.exitStatus).toBe(7);
+    const d = await service.delete({ id: 'c1', execId: '' } as never);
+    expect(d).toMatchObject({ pid, exitStatus: 7 });
+    expect(sink.topics()).toEqual(['/tasks/create', '/tasks/start', '/tasks/exit', '/tasks/delete']);
+    expect(sink.events[2]!.event).toMatchObject({ containerId: 'c1', id: 'c1', pid, exitStatus: 7 });
+    expect(await codeOf(service.state({ id: 'c1', execId: '' } as never))).toBe(Code.NotFound);
+    await service.shutdown({ id: 'c1', now: false } as never);
+    expect(shutdowns).toBe(1);
+  });
+
+  it('refuses illegal transitions with FailedPrecondition and unknown ids with NotFound', async () => {
+    await create();
+    expect(await codeOf(service.resume({ id: 'c1' } as never))).toBe(Code.FailedPrecondition);
+    await service.start({ id: 'c1', execId: '' } as never);
+    expect(await codeOf(service.start({ id: 'c1', execId: '' } as never))).toBe(Code.FailedPrecondition);
+    expect(await codeOf(service.delete({ id: 'c1', execId: '' } as never))).toBe(Code.FailedPrecondition);
+    await service.pause({ id: 'c1' } as never);
+    expect(await codeOf(service.pause({ id: 'c1' } as never))).toBe(Code.FailedPrecondition);
+    expect(await codeOf(service.exec({ id: 'c1', execId: 'e', terminal: false, stdin: '', stdout: '', stderr: '', spec: null } as never))).toBe(
+      Code.FailedPrecondition,
+    );
+    await service.resume({ id: 'c1' } as never);
+    expect(await codeOf(service.state({ id: 'nope', execId: '' } as never))).toBe(Code.NotFound);
+    expect(await codeOf(service.state({ id: 'c1', execId: 'nope' } as never))).toBe(Code.NotFound);
+    expect(await codeOf(service.kill({ id: 'c1', execId: 'nope', signal: 9, all: false } as never))).toBe(Code.NotFound);
+    await service.kill({ id: 'c1', execId: '', signal: 9, all: false } as never);
+    await service.wait({ id: 'c1', execId: '' } as never);
+    expect(await codeOf(service.kill({ id: 'c1', execId: '', signal: 9, all: false } as never))).toBe(Code.NotFound);
+    expect(await codeOf(service.pause({ id: 'c1' } as never))).toBe(Code.FailedPrecondition);
+    expect(sink.topics()).toContain('/tasks/paused');
+    expect(sink.topics()).toContain('/tasks/resumed');
+  });
+
+  it('handles execs: duplicate ids, kill before start, exit ordering before the init exit', async () => {
+    await create();
+    await service.start({ id: 'c1', execId: '' } as never);
+    const execReq = { id: 'c1', execId: 'e1', terminal: false, stdin: '', stdout: '', stderr: '', spec: { typeUrl: 'x', value: Buffer.from('{}') } };
+    await service.exec(execReq as never);
+    expect(await codeOf(service.exec(execReq as never))).toBe(Code.AlreadyExists);
+    expect(await codeOf(service.kill({ id: 'c1', execId: 'e1', signal: 15, all: false } as never))).toBe(Code.FailedPrecondition);
+    const epid = (await service.start({ id: 'c1', execId: 'e1' } as never)).pid;
+    expect(epid).toBeGreaterThan(0);
+    const pids = await service.pids({ id: 'c1' } as never);
+    const execEntry = pids.processes.find((p) => p.pid === epid);
+    expect(execEntry?.info?.typeUrl).toBe('containerd.runc.v1.ProcessDetails');
+    // init dies first; the exec's exit must still be published before the init's
+    backend.containers.get('c1')!.init.exit(0);
+    await service.wait({ id: 'c1', execId: '' } as never);
+    await flush();
+    const exits = sink.events.filter((e) => e.topic === '/tasks/exit').map((e) => e.event['id']);
+    expect(exits).toEqual(['e1', 'c1']);
+    expect(await codeOf(service.start({ id: 'c1', execId: 'e1' } as never))).toBe(Code.FailedPrecondition);
+    await service.delete({ id: 'c1', execId: 'e1' } as never);
+    expect(await codeOf(service.state({ id: 'c1', execId: 'e1' } as never))).toBe(Code.NotFound);
+    // an exec id may be reused after delete... but not once the init is gone
+    expect(await codeOf(service.exec(execReq as never))).toBe(Code.FailedPrecondition);
+    expect(sink.topics().filter((t) => t.startsWith('/tasks/exec'))).toEqual(['/tasks/exec-added', '/tasks/exec-started']);
+  });
+
+  it('publishes start before an exit that races it', async () => {
+    await create();
+    const c = backend.containers.get('c1')!;
+    let release!: () => void;
+    c.init.startGate = new Promise((r) => (release = r));
+    const starting = service.start({ id: 'c1', execId: '' } as never);
+    await flush();
+    c.init.exit(0);
+    await flush();
+    release();
+    await starting;
+    await service.wait({ id: 'c1', execId: '' } as never);
+    expect(sink.topics()).toEqual(['/tasks/create', '/tasks/start', '/tasks/exit']);
+  });
+
+  it('keeps serving while containers remain; connect never fails', async () => {
+    await create('a');
+    await service.shutdown({ id: 'a', now: false } as never);
+    expect(shutdowns).toBe(0);
+    expect((await service.connect({ id: 'zzz' } as never)).taskPid).toBe(0);
+    expect((await service.connect({ id: 'a' } as never)).shimPid).toBe(process.pid);
+  });
+
+  it('rejects duplicate and malformed container ids', async () => {
+    await create('a');
+    expect(await codeOf(create('a'))).toBe(Code.AlreadyExists);
+    expect(await codeOf(create('../etc'))).toBe(Code.InvalidArgument);
+  });
+
+  it('OOM hook publishes /tasks/oom', async () => {
+    await create('a');
+    backend.containers.get('a')!.hooks.onOom();
+    expect(sink.events.at(-1)).toMatchObject({ topic: '/tasks/oom', event: { containerId: 'a' } });
+  });
+});
