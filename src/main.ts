@@ -25,10 +25,12 @@ runCommand(command, {
   selfCommand: [process.execPath, ...process.execArgv, process.argv[1] ?? __filename],
 }).then(
   (code) => {
-    if (code >= 0) process.exitCode = code;
+    // start/delete end here without closing handles: the listening socket handed to the daemon
+    // must not be unlinked by a close on our side. Pipe writes to stdout are synchronous on Linux.
+    if (code >= 0) process.exit(code);
   },
   (err: unknown) => {
     process.stderr.write(`${err instanceof Error ? err.message : String(err)}\n`);
-    process.exitCode = 1;
+    process.exit(1);
   },
 );

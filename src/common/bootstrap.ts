@@ -85,8 +85,9 @@ export async function runStart(inputs: StartInputs): Promise<StartResult> {
     const pid = spawnDaemon(inputs, listener);
     await placeDaemon(pid, shimCgroup);
   } finally {
-    // The daemon owns the socket now; our copy only keeps it open.
-    listener.close();
+    // The daemon owns the socket now. Closing a Node unix server unlinks its path, so our copy
+    // is only unref'd: it goes away with this process.
+    listener.unref();
   }
   return { output: startOutput(address, inputs.protocol), address };
 }

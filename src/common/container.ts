@@ -65,7 +65,7 @@ export class Container {
   process(execId: string): ManagedProcess {
     if (execId === '') return this.init;
     const p = this.execs.get(execId);
-    if (!p) throw notFound(`process does not exist ${execId}`);
+    if (!p) throw notFound(`process does not exist ${execId}: not found`);
     return p;
   }
 

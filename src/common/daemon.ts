@@ -9,7 +9,7 @@ import { loadBackend, type Backend } from './backend';
 import { protocolFromEnv, socketPath } from './bootstrap';
 import type { ShimFlags } from './cli';
 import { Publisher } from './events';
-import { configureLogger, logger } from './log';
+import { closeLogger, configureLogger, logger } from './log';
 import { TaskService } from './service';
 import { taskHandlers } from './task-handlers';
 import { TtrpcServer } from './ttrpc/server';
@@ -67,6 +67,7 @@ export async function runDaemon(flags: ShimFlags): Promise<void> {
     await closeTransport().catch((err: unknown) => logger.warn('closing transport', { error: err }));
     await publisher.close(SHUTDOWN_GRACE_MS).catch(() => undefined);
     await closeBackend(backend);
+    await closeLogger();
     process.exit(0);
   }
 

@@ -34,6 +34,9 @@ export class ShimError extends Error {
   }
 }
 
+/** containerd's wording (errdefs appends the class), which users and CRI logs show verbatim. */
+export const PROCESS_ALREADY_FINISHED = 'process already finished: not found';
+
 export const notFound = (message: string): ShimError => new ShimError(Code.NotFound, message);
 export const alreadyExists = (message: string): ShimError => new ShimError(Code.AlreadyExists, message);
 export const failedPrecondition = (message: string): ShimError =>

@@ -200,7 +200,7 @@ export class TaskService {
 
   private container(id: string): Container {
     const c = this.containers.get(id);
-    if (!c) throw notFound(`container ${id}: container not created`);
+    if (!c) throw notFound('container not created: not found');
     return c;
   }
 }

@@ -203,15 +203,22 @@ export class PtyRelay {
       let ended = false;
       let settled = false;
       let failure: ShimError | undefined;
+      let outputBlocked = false;
+      let outputFailed = false;
+      let inputBlocked = false;
 
       const settleIfFlushed = (): void => {
         if (settled || !ended || pendingWrites > 0) return;
         settled = true;
-        detachInput();
+        input?.removeListener('data', onInput);
+        output.removeListener('error', onOutputError);
         if (failure) reject(failure);
         else resolve();
       };
       const forward = (chunk: Buffer): boolean => {
+        // Once the output is broken, keep reading the master anyway (into the void): a terminal nobody
+        // reads blocks the container's writes forever.
+        if (outputFailed) return true;
         pendingWrites++;
         return output.write(chunk, () => {
           pendingWrites--;
@@ -230,13 +237,25 @@ export class PtyRelay {
         settleIfFlushed();
       };
 
+      const onOutputError = (err: Error): void => {
+        outputFailed = true;
+        failure ??= unknown(`write terminal output: ${err.message}`, err);
+        pendingWrites = 0; // callbacks of a failed stream are not guaranteed; nothing more will flush
+        if (outputBlocked) {
+          outputBlocked = false;
+          stream.resume();
+        }
+        settleIfFlushed();
+      };
+      output.on('error', onOutputError);
+
       // master → output, pausing the master while the output is backed up
-      let outputBlocked = false;
       stream.on('data', (chunk: Buffer) => {
         if (!forward(chunk) && !outputBlocked) {
           outputBlocked = true;
           stream.pause();
           output.once('drain', () => {
+            if (!outputBlocked) return;
             outputBlocked = false;
             stream.resume();
           });
@@ -245,12 +264,11 @@ export class PtyRelay {
       stream.on('end', finishOutput);
       stream.on('error', (err) => {
         // EIO is how a pty master reports that the slave side was closed: the normal end.
-        if (errnoCode(err) !== 'EIO') failure = unknown(`read pty master: ${err.message}`, err);
+        if (errnoCode(err) !== 'EIO') failure ??= unknown(`read pty master: ${err.message}`, err);
         finishOutput();
       });
 
       // input → master, pausing the input while the terminal does not take more
-      let inputBlocked = false;
       const onInput = (chunk: Buffer | string): void => {
         if (stream.destroyed || !stream.writable) return;
         if (!stream.write(chunk) && !inputBlocked) {
@@ -261,9 +279,6 @@ export class PtyRelay {
             input?.resume();
           });
         }
-      };
-      const detachInput = (): void => {
-        input?.removeListener('data', onInput);
       };
       input?.on('data', onInput);
       input?.resume();

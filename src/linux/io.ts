@@ -35,7 +35,7 @@ export interface StdioPaths {
 export interface ProcessIO {
   /** fds to hand to runc create/exec as the container's stdin/stdout/stderr (pipe ends or /dev/null) */
   readonly runtimeStdio: [number, number, number];
-  /** call right after runc create/exec returned: closes the shim's copies of the container-side ends so EOF can arrive */
+  /** right after runc create/exec returned: closes the shim's copies of the container-side ends, so EOF can arrive */
   closeAfterStart(): void;
   /** closes the shim's stdin writer (CloseIO) */
   closeStdin(): void;

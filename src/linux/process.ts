@@ -6,7 +6,7 @@
  */
 import * as fs from 'node:fs/promises';
 import type { ExitStatus, PlatformProcess } from '../common/backend';
-import { notFound } from '../common/errors';
+import { notFound, PROCESS_ALREADY_FINISHED } from '../common/errors';
 import { logger } from '../common/log';
 import { Deferred } from '../common/mutex';
 import { readPidFile } from './bundle';
@@ -106,11 +106,11 @@ export abstract class LinuxProcess implements PlatformProcess {
 
   /** Direct signal to a pid we own (execs); ESRCH means it is already gone. */
   protected signalPid(signal: number): void {
-    if (this.exitWatch.exited || this.pidValue <= 0) throw notFound('process already finished');
+    if (this.exitWatch.exited || this.pidValue <= 0) throw notFound(PROCESS_ALREADY_FINISHED);
     try {
       process.kill(this.pidValue, signal);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ESRCH') throw notFound('process already finished');
+      if ((err as NodeJS.ErrnoException).code === 'ESRCH') throw notFound(PROCESS_ALREADY_FINISHED);
       throw err;
     }
   }

@@ -29,7 +29,8 @@ export type RuncOp =
  * Wire texts of the kill errors. The Go shim wraps errdefs.ErrNotFound with `%w`, so the status
  * message containerd receives carries the ": not found" suffix.
  */
-export const PROCESS_ALREADY_FINISHED = 'process already finished: not found';
+import { PROCESS_ALREADY_FINISHED } from '../common/errors';
+export { PROCESS_ALREADY_FINISHED };
 export const NO_SUCH_CONTAINER = 'no such container: not found';
 
 /** How a runc child ended, as far as the error text needs it. */

@@ -29,7 +29,7 @@ export interface StdioOwner {
 }
 
 export async function openStdio(processId: string, spec: StdioSpec, owner: StdioOwner): Promise<ProcessStdio> {
-  if (spec.terminal) return TerminalStdio.open(spec);
+  if (spec.terminal) return TerminalStdio.open(processId, spec, owner);
   return new PipeStdio(await createProcessIO(processId, spec, owner));
 }
 
@@ -65,7 +65,9 @@ class TerminalStdio implements ProcessStdio {
   private readonly master: Promise<number>;
 
   private constructor(
+    private readonly processId: string,
     private readonly spec: StdioSpec,
+    private readonly owner: StdioOwner,
     private readonly socket: ConsoleSocket,
     readonly runtimeStdio: [number, number, number],
   ) {
@@ -74,10 +76,10 @@ class TerminalStdio implements ProcessStdio {
     this.master.catch(() => undefined);
   }
 
-  static async open(spec: StdioSpec): Promise<TerminalStdio> {
+  static async open(processId: string, spec: StdioSpec, owner: StdioOwner): Promise<TerminalStdio> {
     const socket = await ConsoleSocket.create();
     const devNull = fs.openSync('/dev/null', 'r+');
-    return new TerminalStdio(spec, socket, [devNull, devNull, devNull]);
+    return new TerminalStdio(processId, spec, owner, socket, [devNull, devNull, devNull]);
   }
 
   get consoleSocket(): string {
@@ -87,7 +89,7 @@ class TerminalStdio implements ProcessStdio {
   async started(): Promise<void> {
     try {
       const master = await this.master;
-      this.fifos = await openTerminalFifos(this.spec);
+      this.fifos = await openTerminalFifos(this.spec, { id: this.processId, ...this.owner });
       this.relay = new PtyRelay(master);
       this.relayDone = this.relay.start(this.fifos.input, this.fifos.output ?? discard()).catch((err: unknown) => {
         logger.warn('pty relay failed', { error: err });

@@ -47,6 +47,9 @@ export interface BackgroundCtr {
   /** Resolves with stdout once `pattern` appears in it; rejects on timeout or early exit. */
   waitForOutput(pattern: string | RegExp, timeoutMs?: number): Promise<string>;
   readonly exited: Promise<CtrResult>;
+  /** Only for `ctrBackground(args, { stdin: true })`. */
+  write(data: string | Buffer): void;
+  endInput(): void;
   /** Sends `signal` to this ctr only and waits for it to exit. */
   stop(signal?: NodeJS.Signals): Promise<CtrResult>;
 }
@@ -59,7 +62,7 @@ export interface Containerd {
   /** `ctr --address <address> --namespace <namespace> ...args`, as an argv for shells. */
   ctrArgv(args: string[]): string[];
   ctr(args: string[], opts?: CtrOptions): Promise<CtrResult>;
-  ctrBackground(args: string[]): BackgroundCtr;
+  ctrBackground(args: string[], opts?: { stdin?: boolean }): BackgroundCtr;
   /** Runs ctr on a pseudo-terminal (`script`), sized rows×cols, for `-t` commands. */
   ctrInTerminal(args: string[], opts?: TerminalOptions): Promise<CtrResult>;
   logText(): string;
@@ -81,35 +84,42 @@ interface Spawned {
   pid: number;
   stdout: Buffer[];
   stderr: Buffer[];
+  stdin: NodeJS.WritableStream | null;
   exited: Promise<CtrResult>;
 }
 
-function spawnCollecting(cmd: string, argv: string[], input: string | Buffer | undefined): Spawned {
-  const child = spawn(cmd, argv, { stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
+/**
+ * stdin: a buffer/string is written then closed; 'hold' keeps a pipe open for the caller (or until
+ * exit), which matters for script(1): on stdin EOF it sends the pty an EOF character.
+ */
+type StdinMode = string | Buffer | 'hold' | undefined;
+
+function spawnCollecting(cmd: string, argv: string[], stdinMode: StdinMode): Spawned {
+  const child = spawn(cmd, argv, { stdio: [stdinMode === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
   const stdout: Buffer[] = [];
   const stderr: Buffer[] = [];
   child.stdout?.on('data', (b: Buffer) => stdout.push(b));
   child.stderr?.on('data', (b: Buffer) => stderr.push(b));
-  if (input !== undefined) child.stdin?.end(input);
   // EPIPE when the process exits before reading all input is not a test failure by itself.
   child.stdin?.on('error', () => undefined);
+  if (stdinMode !== undefined && stdinMode !== 'hold') child.stdin?.end(stdinMode);
   const exited = new Promise<CtrResult>((resolve, reject) => {
     child.on('error', reject);
     child.on('close', (code, signal) => {
-      const sigNum = signal ? osConstants.signals[signal] : 0;
+      child.stdin?.destroy();
       resolve({
-        code: code ?? 128 + sigNum,
+        code: code ?? 128 + (signal ? osConstants.signals[signal] : 0),
         stdout: Buffer.concat(stdout).toString('utf8'),
         stderr: Buffer.concat(stderr).toString('utf8'),
       });
     });
   });
   if (child.pid === undefined) throw new Error(`failed to spawn ${cmd}`);
-  return { pid: child.pid, stdout, stderr, exited };
+  return { pid: child.pid, stdout, stderr, stdin: child.stdin, exited };
 }
 
-async function runCollecting(cmd: string, argv: string[], opts: CtrOptions, what: string): Promise<CtrResult> {
-  const proc = spawnCollecting(cmd, argv, opts.input);
+async function runCollecting(cmd: string, argv: string[], opts: CtrOptions & { stdin?: StdinMode }, what: string): Promise<CtrResult> {
+  const proc = spawnCollecting(cmd, argv, opts.stdin ?? opts.input);
   const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   let timer: NodeJS.Timeout | undefined;
   const timedOut = new Promise<'timeout'>((resolve) => {
@@ -128,16 +138,22 @@ async function runCollecting(cmd: string, argv: string[], opts: CtrOptions, what
   return outcome;
 }
 
-function background(cmd: string, argv: string[]): BackgroundCtr {
-  const proc = spawnCollecting(cmd, argv, undefined);
+function background(cmd: string, argv: string[], withStdin: boolean): BackgroundCtr {
+  const proc = spawnCollecting(cmd, argv, withStdin ? 'hold' : undefined);
   let done: CtrResult | undefined;
   void proc.exited.then((r) => (done = r), () => undefined);
   const text = (chunks: Buffer[]): string => Buffer.concat(chunks).toString('utf8');
+  const stdin = (): NodeJS.WritableStream => {
+    if (!proc.stdin) throw new Error('this ctr was started without a stdin pipe');
+    return proc.stdin;
+  };
   return {
     pid: proc.pid,
     stdout: () => text(proc.stdout),
     stderr: () => text(proc.stderr),
     exited: proc.exited,
+    write: (data) => void stdin().write(data),
+    endInput: () => void stdin().end(),
     async waitForOutput(pattern, timeoutMs = 10_000) {
       const deadline = Date.now() + timeoutMs;
       const hit = (s: string): boolean => (typeof pattern === 'string' ? s.includes(pattern) : pattern.test(s));
@@ -249,12 +265,13 @@ export async function startContainerd(): Promise<Containerd> {
     pid,
     ctrArgv,
     ctr,
-    ctrBackground: (args) => background(CTR_BIN, ctrArgv(args)),
+    ctrBackground: (args, opts = {}) => background(CTR_BIN, ctrArgv(args), opts.stdin === true),
     ctrInTerminal(args, opts = {}) {
       const size = `stty rows ${opts.rows ?? 24} cols ${opts.cols ?? 80}`;
       const command = `${size} && exec ${[CTR_BIN, ...ctrArgv(args)].map(shellQuote).join(' ')}`;
       // script(1) gives ctr the controlling tty it insists on for -t; -e propagates ctr's exit code.
-      return runCollecting('script', ['-qfec', command, '/dev/null'], opts, `ctr (tty) ${args.join(' ')}`);
+      const stdin: StdinMode = opts.input ?? 'hold';
+      return runCollecting('script', ['-qfec', command, '/dev/null'], { ...opts, stdin }, `ctr (tty) ${args.join(' ')}`);
     },
     logText,
     async stop() {
@@ -380,8 +397,11 @@ export async function findLeftovers(cd: Containerd, idPrefix = '', timeoutMs = 1
     for (const t of await listTasks(cd)) if (mine(t.id)) found.push(`task ${t.id} (${t.status})`);
     const containers = await cd.ctr(['containers', 'ls', '-q']);
     for (const id of containers.stdout.split('\n').filter((l) => l !== '' && mine(l))) found.push(`container ${id}`);
+    const bundles = `${cd.dir}/state/io.containerd.runtime.v2.task/${cd.namespace}/`;
     for (const m of await listMountsUnder(cd.dir)) {
-      if (idPrefix === '' || m.split('/').some((seg) => seg.startsWith(idPrefix))) found.push(`mount ${m}`);
+      // Rootfs mounts live in the bundle, named by container id; any other mount here is stray.
+      const bundleId = m.startsWith(bundles) ? m.slice(bundles.length).split('/')[0] ?? '' : undefined;
+      if (bundleId === undefined || mine(bundleId)) found.push(`mount ${m}`);
     }
     for (const p of await shimProcesses(cd, idPrefix)) found.push(`shim pid ${p.pid}: ${p.cmdline.join(' ')}`);
     if (found.length === 0 || Date.now() > deadline) return found;

@@ -105,6 +105,20 @@ describe('createProcessIO: fifo scheme', () => {
     expect((await outReader.done).toString()).toBe('hello\ndone\n');
   });
 
+  it('survives a container that exits without reading its stdin', async () => {
+    const stdin = fifo('epipe-stdin');
+    const io = await open('epipe', { stdin });
+    const proc = startOn(io, 'exit 0');
+    expect(await proc.exited).toBe(0);
+    const clientWriter = fs.openSync(stdin, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK);
+    fs.writeSync(clientWriter, Buffer.alloc(60_000, 'x'));
+    // the shim's copy now writes into a pipe nobody reads: EPIPE must end the copy quietly
+    await delay(200);
+    fs.closeSync(clientWriter);
+    io.closeStdin();
+    await io.close();
+  });
+
   it('opens FIFOs nobody reads yet and keeps early output for a reader that attaches later', async () => {
     const out = fifo('late-stdout');
     const io = await open('late', { stdout: out });
@@ -244,7 +258,8 @@ describe('createProcessIO: binary scheme', () => {
 
     const proc = startOn(io, 'echo out-line; echo err-line >&2');
     await proc.exited;
-    await waitFor(() => fs.readFileSync(outFile, 'utf8') === 'out-line\n' && fs.readFileSync(errFile, 'utf8') === 'err-line\n');
+    const text = (f: string): string => fs.readFileSync(f, 'utf8');
+    await waitFor(() => text(outFile) === 'out-line\n' && text(errFile) === 'err-line\n');
     await io.close();
   });
 

@@ -1,5 +1,5 @@
 import { spawn as rawSpawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Code, ShimError } from '../../src/common/errors';
 import { setChildSubreaper } from '../../src/linux/libc';
@@ -33,6 +33,15 @@ async function until(what: string, check: () => boolean, timeoutMs = 5000): Prom
 
 function isZombieOrAlive(pid: number): boolean {
   return existsSync(`/proc/${pid}`);
+}
+
+function isZombie(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z');
+  } catch {
+    return false;
+  }
 }
 
 let reaper: Reaper;
@@ -71,15 +80,15 @@ describe('Reaper', () => {
     const idle = new Reaper();
     setChildSubreaper();
     reaper.stop();
-    const [pid] = await orphans('(exit 5) & echo $!; sleep 0.1');
-    await until('zombie', () => isZombieOrAlive(pid as number));
+    const [pid] = await orphans('(sleep 0.05; exit 5) >/dev/null 2>&1 & echo $!');
+    await until('zombie', () => isZombie(pid as number));
     const result = await idle.watch(pid as number);
     expect(result).toEqual({ pid, status: 5, signaled: false });
     expect(isZombieOrAlive(pid as number)).toBe(false);
   });
 
   it('delivers an exit reaped by the stray sweep before watch() was called, exactly once', async () => {
-    const [pid] = await orphans('(exit 6) & echo $!; sleep 0.1');
+    const [pid] = await orphans('(sleep 0.05; exit 6) >/dev/null 2>&1 & echo $!');
     // SIGCHLD for the re-parented zombie makes the sweep reap it before anyone asked for the pid.
     await until('stray reap', () => strays.some((s) => s.pid === pid));
     expect(isZombieOrAlive(pid as number)).toBe(false);
@@ -95,7 +104,7 @@ describe('Reaper', () => {
   it('handles many concurrent processes, each with its own status', async () => {
     const count = 60;
     const pids = await orphans(
-      `i=1; while [ $i -le ${count} ]; do (sleep 0.$((i % 4)); exit $i) >/dev/null 2>&1 & echo $!; i=$((i+1)); done`,
+      `i=1; while [ $i -le ${count} ]; do (sleep 0.$((i % 4 + 1)); exit $i) >/dev/null 2>&1 & echo $!; i=$((i+1)); done`,
     );
     expect(pids).toHaveLength(count);
     const results = await Promise.all(pids.map((pid) => reaper.watch(pid)));
@@ -104,7 +113,9 @@ describe('Reaper', () => {
   });
 
   it('reaps stray zombies nobody watches', async () => {
-    const pids = await orphans('(exit 3) & echo $!; (exit 4) & echo $!; sleep 0.1');
+    const pids = await orphans(
+      '(sleep 0.05; exit 3) >/dev/null 2>&1 & echo $!; (sleep 0.1; exit 4) >/dev/null 2>&1 & echo $!',
+    );
     await until('both strays', () => pids.every((pid) => strays.some((s) => s.pid === pid)));
     expect(strays.filter((s) => pids.includes(s.pid)).map((s) => s.status).sort()).toEqual([3, 4]);
     for (const pid of pids) expect(isZombieOrAlive(pid)).toBe(false);
@@ -113,7 +124,7 @@ describe('Reaper', () => {
   it('never steals the exit status of Node children', async () => {
     // Orphans exiting all the time keep the sweep busy while Node children exit.
     const noise = orphans(
-      'i=0; while [ $i -lt 20 ]; do (sleep 0.0$((i % 10)); exit 1) & echo $!; i=$((i+1)); done; sleep 0.05',
+      'i=0; while [ $i -lt 20 ]; do (sleep 0.0$((i % 10)); exit 1) >/dev/null 2>&1 & echo $!; i=$((i+1)); done',
     );
     const runs = Array.from({ length: 25 }, (_, i) => run('sh', ['-c', `sleep 0.0${i % 10}; exit ${i}`]));
     const tracked = spawnTracked('sh', ['-c', 'sleep 0.1; exit 9'], { stdio: 'ignore' });
@@ -148,6 +159,7 @@ describe('Reaper', () => {
   it('resolves with 255 for a process that is not our child once it is gone', async () => {
     // sh stays alive as the parent (and reaper) of its background sleep.
     const parent = spawnTracked('sh', ['-c', 'sleep 0.4 & echo $!; wait'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    const parentExit = new Promise((r) => parent.once('exit', r));
     const pid = await new Promise<number>((resolve) =>
       parent.stdout?.once('data', (chunk: Buffer) => resolve(Number(chunk.toString().trim()))),
     );
@@ -155,11 +167,11 @@ describe('Reaper', () => {
     const result = await reaper.watch(pid);
     expect(result).toEqual({ pid, status: UNKNOWN_EXIT_STATUS, signaled: false });
     expect(Date.now() - started).toBeGreaterThanOrEqual(250);
-    await new Promise((r) => parent.once('exit', r));
+    await parentExit;
   });
 
   it('resolves with 255 immediately for a pid that does not exist', async () => {
-    const [pid] = await orphans('(exit 0) & echo $!; sleep 0.1');
+    const [pid] = await orphans('(sleep 0.05; exit 0) >/dev/null 2>&1 & echo $!');
     await until('stray reap', () => strays.some((s) => s.pid === pid));
     await reaper.watch(pid as number); // claims the buffered exit
     expect(await reaper.watch(pid as number)).toEqual({ pid, status: UNKNOWN_EXIT_STATUS, signaled: false });

@@ -47,6 +47,8 @@ const LATER_ADDITIONS: Record<string, FieldShape> = {
   'containerd.runc.v1.Options.task_api_address': { id: 12, type: 'string', label: 'singular' }, // 2.0
   'containerd.runc.v1.Options.task_api_version': { id: 13, type: 'uint32', label: 'singular' }, // 2.0
   'runtimeoptions.v1.Options.config_body': { id: 3, type: 'bytes', label: 'singular' }, // 1.7
+  'io.containerd.cgroups.v2.MemoryStat.max_usage': { id: 36, type: 'uint64', label: 'singular' }, // cgroups 3.x
+  'io.containerd.cgroups.v2.MemoryStat.swap_max_usage': { id: 37, type: 'uint64', label: 'singular' }, // cgroups 3.x
 };
 
 interface FieldShape {

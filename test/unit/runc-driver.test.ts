@@ -156,7 +156,8 @@ describe('invocation', () => {
 
 describe('results', () => {
   it('parses state, ps (null = none), stats data, features and version', async () => {
-    behave(`echo '{"ociVersion":"1.0.2","id":"c1","pid":42,"status":"running","bundle":"/b","rootfs":"/b/rootfs","created":"x","owner":""}'`);
+    const state = { ociVersion: '1.0.2', id: 'c1', pid: 42, status: 'running', bundle: '/b', rootfs: '/b/rootfs' };
+    behave(`echo '${JSON.stringify({ ...state, created: 'x', owner: '' })}'`);
     expect(await runc.state('c1')).toMatchObject({ id: 'c1', pid: 42, status: 'running' });
     behave(`echo '[1,2,3]'`);
     expect(await runc.ps('c1')).toEqual([1, 2, 3]);
@@ -220,7 +221,12 @@ describe('errors', () => {
   });
 
   it('a runtime that cannot be started is an Unknown ShimError', async () => {
-    const missing = new Runc({ binary: path.join(dir, 'no-such-runc'), root: dir, systemdCgroup: false, logPath: path.join(bundle, 'log.json') });
+    const missing = new Runc({
+      binary: path.join(dir, 'no-such-runc'),
+      root: dir,
+      systemdCgroup: false,
+      logPath: path.join(bundle, 'log.json'),
+    });
     const err = await failure(missing.start('c1'));
     expect(err.code).toBe(Code.Unknown);
     expect(err.message).toMatch(/^OCI runtime start failed: .*no-such-runc.*ENOENT/);

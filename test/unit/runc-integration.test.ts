@@ -29,7 +29,9 @@ function makeBundle(at: string, args: string[]): void {
   fs.mkdirSync(path.join(at, 'rootfs', 'bin'), { recursive: true });
   fs.copyFileSync('/bin/busybox', path.join(at, 'rootfs', 'bin', 'busybox'));
   fs.chmodSync(path.join(at, 'rootfs', 'bin', 'busybox'), 0o755);
-  for (const applet of ['sh', 'sleep', 'cat', 'echo']) fs.symlinkSync('busybox', path.join(at, 'rootfs', 'bin', applet));
+  for (const applet of ['sh', 'sleep', 'cat', 'echo']) {
+    fs.symlinkSync('busybox', path.join(at, 'rootfs', 'bin', applet));
+  }
   execFileSync('runc', ['spec'], { cwd: at });
   const config = JSON.parse(fs.readFileSync(path.join(at, 'config.json'), 'utf8')) as {
     process: { args: string[]; terminal: boolean };
@@ -58,14 +60,36 @@ function readFifo(p: string): { text: () => string; done: Promise<string> } {
   return { text: () => text, done };
 }
 
-async function processIO(processId: string): Promise<{ io: ProcessIO; out: ReturnType<typeof readFifo>; err: ReturnType<typeof readFifo> }> {
+interface ProcessUnderTest {
+  io: ProcessIO;
+  out: ReturnType<typeof readFifo>;
+  err: ReturnType<typeof readFifo>;
+}
+
+const owner = { namespace: 'default', ioUid: 0, ioGid: 0 };
+
+async function processIO(processId: string): Promise<ProcessUnderTest> {
   const stdout = fifo(`${processId}-stdout`);
   const stderr = fifo(`${processId}-stderr`);
   const out = readFifo(stdout);
   const err = readFifo(stderr);
-  const io = await createProcessIO(processId, { stdin: '', stdout, stderr, terminal: false }, { namespace: 'default', ioUid: 0, ioGid: 0 });
+  const io = await createProcessIO(processId, { stdin: '', stdout, stderr, terminal: false }, owner);
   ios.push(io);
   return { io, out, err };
+}
+
+function runcFor(at: string): Runc {
+  return new Runc({
+    binary: 'runc',
+    root: path.join(dir, 'state', 'default'),
+    systemdCgroup: false,
+    logPath: path.join(at, 'log.json'),
+  });
+}
+
+/** An OCI Process for `runc exec`. */
+function processSpec(args: string[]): string {
+  return JSON.stringify({ args, cwd: '/', env: ['PATH=/bin'], user: { uid: 0, gid: 0 }, terminal: false });
 }
 
 async function failure(p: Promise<unknown>): Promise<ShimError> {
@@ -86,13 +110,13 @@ async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs = 10_0
 }
 
 describe.skipIf(!haveRunc)('Runc with real runc', () => {
-  let init: Awaited<ReturnType<typeof processIO>>;
+  let init: ProcessUnderTest;
 
   beforeAll(() => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tshim-runc-it-'));
     bundle = path.join(dir, 'bundle');
     makeBundle(bundle, ['sh', '-c', 'echo hi; sleep 100']);
-    runc = new Runc({ binary: 'runc', root: path.join(dir, 'state', 'default'), systemdCgroup: false, logPath: path.join(bundle, 'log.json') });
+    runc = runcFor(bundle);
   });
 
   afterAll(async () => {
@@ -124,15 +148,18 @@ describe.skipIf(!haveRunc)('Runc with real runc', () => {
   });
 
   it('refuses a second container with the same id', async () => {
-    const err = await failure(runc.create(id, { bundle, pidFile: path.join(dir, 'dup.pid'), stdio: init.io.runtimeStdio.map(() => fs.openSync('/dev/null', 'r+')) as [number, number, number] }));
+    const devNull = fs.openSync('/dev/null', 'r+');
+    const err = await failure(
+      runc.create(id, { bundle, pidFile: path.join(dir, 'dup.pid'), stdio: [devNull, devNull, devNull] }),
+    ).finally(() => fs.closeSync(devNull));
     expect(err.code).toBe(Code.Unknown);
     expect(err.message).toMatch(/^OCI runtime create failed: .*already exists/);
   });
 
   it('runs an exec whose stdout and stderr arrive separately', async () => {
     const exec = await processIO('exec1');
-    const spec = { args: ['sh', '-c', 'echo exec-out; echo exec-err >&2'], cwd: '/', env: ['PATH=/bin'], user: { uid: 0, gid: 0 }, terminal: false };
-    await runc.exec(id, JSON.stringify(spec), { pidFile: path.join(bundle, 'exec1.pid'), stdio: exec.io.runtimeStdio });
+    const spec = processSpec(['sh', '-c', 'echo exec-out; echo exec-err >&2']);
+    await runc.exec(id, spec, { pidFile: path.join(bundle, 'exec1.pid'), stdio: exec.io.runtimeStdio });
     exec.io.closeAfterStart();
     expect(Number(fs.readFileSync(path.join(bundle, 'exec1.pid'), 'utf8'))).toBeGreaterThan(0);
     await exec.io.drain(10_000);
@@ -142,8 +169,8 @@ describe.skipIf(!haveRunc)('Runc with real runc', () => {
 
   it('reports a failing exec with runc’s own words', async () => {
     const exec = await processIO('exec2');
-    const spec = { args: ['nosuch'], cwd: '/', env: ['PATH=/bin'], user: { uid: 0, gid: 0 } };
-    const err = await failure(runc.exec(id, JSON.stringify(spec), { pidFile: path.join(bundle, 'exec2.pid'), stdio: exec.io.runtimeStdio }));
+    const pidFile = path.join(bundle, 'exec2.pid');
+    const err = await failure(runc.exec(id, processSpec(['nosuch']), { pidFile, stdio: exec.io.runtimeStdio }));
     exec.io.closeAfterStart();
     expect(err.code).toBe(Code.Unknown);
     expect(err.message).toBe(
@@ -163,7 +190,10 @@ describe.skipIf(!haveRunc)('Runc with real runc', () => {
 
   it('maps kill errors: bad signal, stopped container, unknown container', async () => {
     const bad = await failure(runc.kill(id, 99, false));
-    expect([bad.code, bad.message]).toEqual([Code.Unknown, 'unknown error after kill: unable to signal init: invalid argument']);
+    expect([bad.code, bad.message]).toEqual([
+      Code.Unknown,
+      'unknown error after kill: unable to signal init: invalid argument',
+    ]);
 
     await runc.kill(id, 9, false);
     await waitFor(async () => (await runc.state(id)).status === 'stopped');
@@ -187,9 +217,9 @@ describe.skipIf(!haveRunc)('Runc with real runc', () => {
   it('reports a create whose process cannot start', async () => {
     const badBundle = path.join(dir, 'bad');
     makeBundle(badBundle, ['nosuchbin']);
-    const badRunc = new Runc({ binary: 'runc', root: path.join(dir, 'state', 'default'), systemdCgroup: false, logPath: path.join(badBundle, 'log.json') });
     const io = await processIO(badId);
-    const err = await failure(badRunc.create(badId, { bundle: badBundle, pidFile: path.join(badBundle, 'init.pid'), stdio: io.io.runtimeStdio }));
+    const pidFile = path.join(badBundle, 'init.pid');
+    const err = await failure(runcFor(badBundle).create(badId, { bundle: badBundle, pidFile, stdio: io.io.runtimeStdio }));
     io.io.closeAfterStart();
     expect(err.code).toBe(Code.Unknown);
     expect(err.message).toMatch(/^OCI runtime create failed: .*"nosuchbin": executable file not found in \$PATH$/);

@@ -3,7 +3,7 @@
  * (through the process's worker methods), the rest reject with FailedPrecondition and a message in
  * the runc shim's words. The owning process holds one mutex and forwards each call to its state.
  */
-import { failedPrecondition, notFound } from '../errors';
+import { failedPrecondition, notFound, PROCESS_ALREADY_FINISHED } from '../errors';
 import type { ExitStatus } from '../backend';
 import { TaskStatus } from '../types';
 
@@ -69,7 +69,7 @@ export abstract class BaseState implements ProcessState {
     return Promise.reject(failedPrecondition(`cannot delete a ${this.label} process`));
   }
   kill(_signal: number, _all: boolean): Promise<void> {
-    return Promise.reject(notFound('process already finished'));
+    return Promise.reject(notFound(PROCESS_ALREADY_FINISHED));
   }
   pause(): Promise<void> {
     return Promise.reject(failedPrecondition(`cannot pause a ${this.label} ${this.host.kind}`));
