@@ -6,10 +6,14 @@
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { constants as osConstants } from 'node:os';
 import { closeSync, openSync, promises as fs, readFileSync } from 'node:fs';
 import * as path from 'node:path';
+import {
+  background, runCollecting, type BackgroundCtr, type CtrOptions, type CtrResult, type StdinMode, type TerminalOptions,
+} from './fixtures/spawn';
 import { delay, listMountsUnder, processesMatching, shellQuote, unmountAll, type ProcessInfo } from './fixtures/system';
+
+export type { BackgroundCtr, CtrOptions, CtrResult, TerminalOptions } from './fixtures/spawn';
 
 export const REPO_ROOT = path.resolve(__dirname, '..', '..');
 export const CONTAINERD_BIN = '/usr/bin/containerd';
@@ -20,39 +24,6 @@ export const RUNTIMES = (process.env.TSHIM_E2E_RUNTIMES ?? 'io.containerd.runc.v
   .split(',')
   .map((r) => r.trim())
   .filter((r) => r !== '');
-
-export interface CtrResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-export interface CtrOptions {
-  input?: string | Buffer;
-  timeoutMs?: number;
-  /** When false (default) a non-zero exit throws with the full output. */
-  allowFail?: boolean;
-}
-
-export interface TerminalOptions extends CtrOptions {
-  rows?: number;
-  cols?: number;
-}
-
-/** A ctr process left running (events stream, attached `run`), owned by the test that started it. */
-export interface BackgroundCtr {
-  readonly pid: number;
-  stdout(): string;
-  stderr(): string;
-  /** Resolves with stdout once `pattern` appears in it; rejects on timeout or early exit. */
-  waitForOutput(pattern: string | RegExp, timeoutMs?: number): Promise<string>;
-  readonly exited: Promise<CtrResult>;
-  /** Only for `ctrBackground(args, { stdin: true })`. */
-  write(data: string | Buffer): void;
-  endInput(): void;
-  /** Sends `signal` to this ctr only and waits for it to exit. */
-  stop(signal?: NodeJS.Signals): Promise<CtrResult>;
-}
 
 export interface Containerd {
   readonly dir: string;
@@ -70,8 +41,6 @@ export interface Containerd {
   stop(): Promise<string[]>;
 }
 
-const DEFAULT_TIMEOUT_MS = 30_000;
-
 const randomHex = (bytes: number): string => randomBytes(bytes).toString('hex');
 
 /** Container ids unique across files, runtimes and reruns: `<tag>-<random>`. */
@@ -79,104 +48,6 @@ export const uniqueId = (tag: string): string => `${tag}-${randomHex(4)}`;
 
 /** `io.containerd.runc.v2` → `runc`: short enough to prefix container ids with. */
 export const runtimeTag = (runtime: string): string => runtime.split('.').slice(-2, -1)[0] ?? runtime;
-
-interface Spawned {
-  pid: number;
-  stdout: Buffer[];
-  stderr: Buffer[];
-  stdin: NodeJS.WritableStream | null;
-  exited: Promise<CtrResult>;
-}
-
-/**
- * stdin: a buffer/string is written then closed; 'hold' keeps a pipe open for the caller (or until
- * exit), which matters for script(1): on stdin EOF it sends the pty an EOF character.
- */
-type StdinMode = string | Buffer | 'hold' | undefined;
-
-function spawnCollecting(cmd: string, argv: string[], stdinMode: StdinMode): Spawned {
-  const child = spawn(cmd, argv, { stdio: [stdinMode === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
-  const stdout: Buffer[] = [];
-  const stderr: Buffer[] = [];
-  child.stdout?.on('data', (b: Buffer) => stdout.push(b));
-  child.stderr?.on('data', (b: Buffer) => stderr.push(b));
-  // EPIPE when the process exits before reading all input is not a test failure by itself.
-  child.stdin?.on('error', () => undefined);
-  if (stdinMode !== undefined && stdinMode !== 'hold') child.stdin?.end(stdinMode);
-  const exited = new Promise<CtrResult>((resolve, reject) => {
-    child.on('error', reject);
-    child.on('close', (code, signal) => {
-      child.stdin?.destroy();
-      resolve({
-        code: code ?? 128 + (signal ? osConstants.signals[signal] : 0),
-        stdout: Buffer.concat(stdout).toString('utf8'),
-        stderr: Buffer.concat(stderr).toString('utf8'),
-      });
-    });
-  });
-  if (child.pid === undefined) throw new Error(`failed to spawn ${cmd}`);
-  return { pid: child.pid, stdout, stderr, stdin: child.stdin, exited };
-}
-
-async function runCollecting(cmd: string, argv: string[], opts: CtrOptions & { stdin?: StdinMode }, what: string): Promise<CtrResult> {
-  const proc = spawnCollecting(cmd, argv, opts.stdin ?? opts.input);
-  const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-  let timer: NodeJS.Timeout | undefined;
-  const timedOut = new Promise<'timeout'>((resolve) => {
-    timer = setTimeout(() => resolve('timeout'), timeoutMs);
-  });
-  const outcome = await Promise.race([proc.exited, timedOut]);
-  clearTimeout(timer);
-  if (outcome === 'timeout') {
-    process.kill(proc.pid, 'SIGKILL');
-    const late = await proc.exited;
-    throw new Error(`${what} timed out after ${timeoutMs} ms\nstdout: ${late.stdout}\nstderr: ${late.stderr}`);
-  }
-  if (outcome.code !== 0 && !opts.allowFail) {
-    throw new Error(`${what} exited ${outcome.code}\nstdout: ${outcome.stdout}\nstderr: ${outcome.stderr}`);
-  }
-  return outcome;
-}
-
-function background(cmd: string, argv: string[], withStdin: boolean): BackgroundCtr {
-  const proc = spawnCollecting(cmd, argv, withStdin ? 'hold' : undefined);
-  let done: CtrResult | undefined;
-  void proc.exited.then((r) => (done = r), () => undefined);
-  const text = (chunks: Buffer[]): string => Buffer.concat(chunks).toString('utf8');
-  const stdin = (): NodeJS.WritableStream => {
-    if (!proc.stdin) throw new Error('this ctr was started without a stdin pipe');
-    return proc.stdin;
-  };
-  return {
-    pid: proc.pid,
-    stdout: () => text(proc.stdout),
-    stderr: () => text(proc.stderr),
-    exited: proc.exited,
-    write: (data) => void stdin().write(data),
-    endInput: () => void stdin().end(),
-    async waitForOutput(pattern, timeoutMs = 10_000) {
-      const deadline = Date.now() + timeoutMs;
-      const hit = (s: string): boolean => (typeof pattern === 'string' ? s.includes(pattern) : pattern.test(s));
-      for (;;) {
-        const out = text(proc.stdout);
-        if (hit(out)) return out;
-        if (done) throw new Error(`ctr exited (${done.code}) before printing ${pattern}\nstdout: ${out}\nstderr: ${done.stderr}`);
-        if (Date.now() > deadline) throw new Error(`timed out waiting for ${pattern}\nstdout: ${out}\nstderr: ${text(proc.stderr)}`);
-        await delay(25);
-      }
-    },
-    async stop(signal = 'SIGTERM') {
-      if (!done) {
-        try {
-          process.kill(proc.pid, signal);
-        } catch {
-          // Already gone between the check and the kill.
-        }
-      }
-      return proc.exited;
-    },
-  };
-}
 
 function configToml(dir: string, address: string): string {
   return [

@@ -13,24 +13,17 @@ class ExecCreated extends BaseState {
   readonly status = TaskStatus.CREATED;
   protected readonly next: readonly StateName[] = ['running', 'stopped', 'deleted'];
 
-  override async start(): Promise<number> {
-    const pid = await this.host.workStart();
-    this.move(new ExecRunning(this.host));
-    return pid;
+  override start(): Promise<number> {
+    return this.startThen(new ExecRunning(this.host));
   }
-  override async delete(): Promise<void> {
-    await this.host.workDelete();
-    this.move(new ExecDeleted(this.host));
+  override delete(): Promise<void> {
+    return this.deleteThen(new ExecDeleted(this.host));
   }
   override kill(): Promise<void> {
     return Promise.reject(failedPrecondition('process not created'));
   }
-  override resize(width: number, height: number): Promise<void> {
-    return this.host.workResize(width, height);
-  }
   override exited(status: ExitStatus): void {
-    this.host.recordExit(status);
-    this.move(new ExecStopped(this.host));
+    this.exitThen(status, new ExecStopped(this.host));
   }
 }
 
@@ -46,8 +39,7 @@ class ExecRunning extends BaseState {
     return this.host.workResize(width, height);
   }
   override exited(status: ExitStatus): void {
-    this.host.recordExit(status);
-    this.move(new ExecStopped(this.host));
+    this.exitThen(status, new ExecStopped(this.host));
   }
 }
 
@@ -56,9 +48,8 @@ class ExecStopped extends BaseState {
   readonly status = TaskStatus.STOPPED;
   protected readonly next: readonly StateName[] = ['deleted'];
 
-  override async delete(): Promise<void> {
-    await this.host.workDelete();
-    this.move(new ExecDeleted(this.host));
+  override delete(): Promise<void> {
+    return this.deleteThen(new ExecDeleted(this.host));
   }
 }
 

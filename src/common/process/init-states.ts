@@ -8,20 +8,25 @@ export function initialInitState(host: StateHost, fromCheckpoint: boolean): Proc
   return fromCheckpoint ? new InitCreatedCheckpoint(host) : new InitCreated(host);
 }
 
-class InitCreated extends BaseState {
-  readonly name: StateName = 'created';
+/** Not started yet: Start runs it, Delete drops it, its death makes it stopped. */
+abstract class InitNotStarted extends BaseState {
   readonly status = TaskStatus.CREATED;
   protected readonly next: readonly StateName[] = ['running', 'stopped', 'deleted'];
 
-  override async start(): Promise<number> {
-    const pid = await this.host.workStart();
-    this.move(new InitRunning(this.host));
-    return pid;
+  override start(): Promise<number> {
+    return this.startThen(new InitRunning(this.host));
   }
-  override async delete(): Promise<void> {
-    await this.host.workDelete();
-    this.move(new InitDeleted(this.host));
+  override delete(): Promise<void> {
+    return this.deleteThen(new InitDeleted(this.host));
   }
+  override exited(status: ExitStatus): void {
+    this.exitThen(status, new InitStopped(this.host));
+  }
+}
+
+class InitCreated extends InitNotStarted {
+  readonly name: StateName = 'created';
+
   override kill(signal: number, all: boolean): Promise<void> {
     return this.host.workKill(signal, all);
   }
@@ -32,85 +37,52 @@ class InitCreated extends BaseState {
     return work();
   }
   override checkExec(): void {}
-  override exited(status: ExitStatus): void {
-    this.host.recordExit(status);
-    this.move(new InitStopped(this.host));
-  }
 }
 
 /** Created from a checkpoint: nothing runs until Start restores it. */
-class InitCreatedCheckpoint extends BaseState {
+class InitCreatedCheckpoint extends InitNotStarted {
   readonly name: StateName = 'createdCheckpoint';
-  readonly status = TaskStatus.CREATED;
-  protected readonly next: readonly StateName[] = ['running', 'stopped', 'deleted'];
-
-  override async start(): Promise<number> {
-    const pid = await this.host.workStart();
-    this.move(new InitRunning(this.host));
-    return pid;
-  }
-  override async delete(): Promise<void> {
-    await this.host.workDelete();
-    this.move(new InitDeleted(this.host));
-  }
-  override exited(status: ExitStatus): void {
-    this.host.recordExit(status);
-    this.move(new InitStopped(this.host));
-  }
 }
 
-class InitRunning extends BaseState {
-  readonly name: StateName = 'running';
-  readonly status = TaskStatus.RUNNING;
-  protected readonly next: readonly StateName[] = ['paused', 'stopped'];
+/** Running or paused: the process exists and can be signalled, sized, updated, checkpointed. */
+abstract class InitLive extends BaseState {
+  protected readonly next: readonly StateName[] = ['running', 'paused', 'stopped'];
 
   override kill(signal: number, all: boolean): Promise<void> {
     return this.host.workKill(signal, all);
   }
+  override resize(width: number, height: number): Promise<void> {
+    return this.host.workResize(width, height);
+  }
+  override update(work: () => Promise<void>): Promise<void> {
+    return work();
+  }
+  override checkpoint(work: () => Promise<void>): Promise<void> {
+    return work();
+  }
+  override exited(status: ExitStatus): void {
+    this.exitThen(status, new InitStopped(this.host));
+  }
+}
+
+class InitRunning extends InitLive {
+  readonly name: StateName = 'running';
+  readonly status = TaskStatus.RUNNING;
+
   override async pause(): Promise<void> {
     await this.host.workPause();
     this.move(new InitPaused(this.host));
   }
-  override resize(width: number, height: number): Promise<void> {
-    return this.host.workResize(width, height);
-  }
-  override update(work: () => Promise<void>): Promise<void> {
-    return work();
-  }
-  override checkpoint(work: () => Promise<void>): Promise<void> {
-    return work();
-  }
   override checkExec(): void {}
-  override exited(status: ExitStatus): void {
-    this.host.recordExit(status);
-    this.move(new InitStopped(this.host));
-  }
 }
 
-class InitPaused extends BaseState {
+class InitPaused extends InitLive {
   readonly name: StateName = 'paused';
   readonly status = TaskStatus.PAUSED;
-  protected readonly next: readonly StateName[] = ['running', 'stopped'];
 
-  override kill(signal: number, all: boolean): Promise<void> {
-    return this.host.workKill(signal, all);
-  }
   override async resume(): Promise<void> {
     await this.host.workResume();
     this.move(new InitRunning(this.host));
-  }
-  override resize(width: number, height: number): Promise<void> {
-    return this.host.workResize(width, height);
-  }
-  override update(work: () => Promise<void>): Promise<void> {
-    return work();
-  }
-  override checkpoint(work: () => Promise<void>): Promise<void> {
-    return work();
-  }
-  override exited(status: ExitStatus): void {
-    this.host.recordExit(status);
-    this.move(new InitStopped(this.host));
   }
 }
 
@@ -119,9 +91,8 @@ class InitStopped extends BaseState {
   readonly status = TaskStatus.STOPPED;
   protected readonly next: readonly StateName[] = ['deleted'];
 
-  override async delete(): Promise<void> {
-    await this.host.workDelete();
-    this.move(new InitDeleted(this.host));
+  override delete(): Promise<void> {
+    return this.deleteThen(new InitDeleted(this.host));
   }
 }
 

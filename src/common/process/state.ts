@@ -62,6 +62,21 @@ export abstract class BaseState implements ProcessState {
     this.host.transition(to, this);
   }
 
+  /** Shared moves: run the work, then change state; a failed work leaves the state as it was. */
+  protected async startThen(next: ProcessState): Promise<number> {
+    const pid = await this.host.workStart();
+    this.move(next);
+    return pid;
+  }
+  protected async deleteThen(next: ProcessState): Promise<void> {
+    await this.host.workDelete();
+    this.move(next);
+  }
+  protected exitThen(status: ExitStatus, next: ProcessState): void {
+    this.host.recordExit(status);
+    this.move(next);
+  }
+
   start(): Promise<number> {
     return Promise.reject(failedPrecondition(`cannot start a ${this.label} process`));
   }
