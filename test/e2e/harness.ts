@@ -117,15 +117,22 @@ export async function startContainerd(): Promise<Containerd> {
   const ctr = (args: string[], opts: CtrOptions = {}): Promise<CtrResult> =>
     runCollecting(CTR_BIN, ctrArgv(args), opts, `ctr ${args.join(' ')}`);
 
+  const abandon = async (reason: string): Promise<never> => {
+    const log = logText();
+    if (!daemonExit) {
+      process.kill(pid, 'SIGKILL');
+      await daemonExited;
+    }
+    await unmountAll(dir);
+    await fs.rm(dir, { recursive: true, force: true });
+    throw new Error(`${reason}\n${log}`);
+  };
   const deadline = Date.now() + 15_000;
   for (;;) {
-    if (daemonExit) throw new Error(`containerd exited early (${JSON.stringify(daemonExit)}):\n${logText()}`);
+    if (daemonExit) await abandon(`containerd exited early (${JSON.stringify(daemonExit)})`);
     const probe = await runCollecting(CTR_BIN, ['--address', address, '--connect-timeout', '1s', 'version'], { allowFail: true, timeoutMs: 5_000 }, 'ctr version');
     if (probe.code === 0) break;
-    if (Date.now() > deadline) {
-      process.kill(pid, 'SIGKILL');
-      throw new Error(`containerd did not answer within 15 s: ${probe.stderr}\n${logText()}`);
-    }
+    if (Date.now() > deadline) await abandon(`containerd did not answer within 15 s: ${probe.stderr}`);
     await delay(50);
   }
 
