@@ -36,6 +36,8 @@ export async function runDaemon(flags: ShimFlags): Promise<void> {
   const backend = await loadBackend({ namespace: flags.namespace, debug: flags.debug });
   let stopping: Promise<void> | undefined;
   const listener = await openListener(flags);
+  // Remembered now: in a group the address file may later be rewritten, and the socket is ours alone.
+  const ownSocket = ownSocketPath(flags, bundle);
   const protocol = protocolFromEnv();
 
   const service = new TaskService(backend, publisher, flags.namespace, {
@@ -63,7 +65,7 @@ export async function runDaemon(flags: ShimFlags): Promise<void> {
   async function stop(): Promise<void> {
     logger.info('shim shutting down');
     listener.close();
-    removeOwnSocket(bundle);
+    if (ownSocket) fs.rmSync(ownSocket, { force: true });
     await closeTransport().catch((err: unknown) => logger.warn('closing transport', { error: err }));
     await publisher.close(SHUTDOWN_GRACE_MS).catch(() => undefined);
     await closeBackend(backend);
@@ -96,12 +98,13 @@ async function openListener(flags: ShimFlags): Promise<net.Server> {
   return server;
 }
 
-function removeOwnSocket(bundle: string): void {
+function ownSocketPath(flags: ShimFlags, bundle: string): string | undefined {
+  if (flags.socket) return socketPath(flags.socket);
   try {
     const address = fs.readFileSync(path.join(bundle, 'address'), 'utf8').trim();
-    if (address.startsWith('unix://')) fs.rmSync(socketPath(address), { force: true });
+    return address.startsWith('unix://') ? socketPath(address) : undefined;
   } catch {
-    // no address file: nothing of ours to remove
+    return undefined; // no address file: nothing of ours to remove
   }
 }
 

@@ -18,7 +18,6 @@ import { logger } from '../common/log';
 import { decodeOptions, fromOptionsJson, DEFAULT_OPTIONS, type RuntimeOptions } from '../common/options';
 import type { AnyMessage } from '../common/proto';
 import { bundleFiles, readPidFile } from './bundle';
-import { createLinuxContainer } from './container';
 import { unmountAll } from './mount';
 import { Reaper } from './reaper';
 import { Runc } from './runc';
@@ -46,6 +45,8 @@ class LinuxBackend implements Backend {
   async createContainer(request: CreateContainerRequest, hooks: ContainerHooks): Promise<PlatformContainer> {
     const reaper = this.ensureReaper();
     const options = await decodeOptions(request.options);
+    // Loaded on first use: `delete` and `-info` runs never need the container machinery.
+    const { createLinuxContainer } = await import('./container');
     return createLinuxContainer(request, hooks, { reaper, options });
   }
 
