@@ -128,7 +128,7 @@ describe('logrus text format', () => {
   it('undoes winston folding an Error passed as meta into the message', () => {
     const err = new ShimError(Code.Unknown, 'boom');
     // What winston builds for logger.warn('publish failed', err) with defaultMeta {id: 'c1'}.
-    const info = Object.assign({ id: 'c1' }, err, {
+    const info = Object.assign<Record<string | symbol, unknown>, ShimError, object>({ id: 'c1' }, err, {
       level: 'warn',
       message: 'publish failed boom',
       stack: err.stack,

@@ -1,0 +1,50 @@
+/** The layering the design promises, checked on the sources rather than trusted. */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { describe, expect, it } from 'vitest';
+
+const SRC = path.join(__dirname, '..', '..', 'src');
+
+function sources(dir: string): string[] {
+  return fs.readdirSync(dir, { withFileTypes: true }).flatMap((e) => {
+    const full = path.join(dir, e.name);
+    if (e.isDirectory()) return sources(full);
+    return e.name.endsWith('.ts') ? [full] : [];
+  });
+}
+
+function imports(file: string): string[] {
+  const text = fs.readFileSync(file, 'utf8');
+  const found: string[] = [];
+  for (const m of text.matchAll(/(?:from\s+|import\(\s*|require\(\s*)['"]([^'"]+)['"]/g)) found.push(m[1]!);
+  return found;
+}
+
+describe('architecture', () => {
+  it('src/common imports a platform folder only in backend.ts', () => {
+    const offenders: string[] = [];
+    for (const file of sources(path.join(SRC, 'common'))) {
+      for (const spec of imports(file)) {
+        const target = path.resolve(path.dirname(file), spec);
+        const platform = ['linux', 'windows'].some((p) => target.startsWith(path.join(SRC, p) + path.sep) || target === path.join(SRC, p));
+        if (platform && path.basename(file) !== 'backend.ts') offenders.push(`${path.relative(SRC, file)} → ${spec}`);
+      }
+    }
+    expect(offenders).toEqual([]);
+  });
+
+  it('koffi is loaded by exactly one file per native library', () => {
+    const users = sources(SRC).filter((f) => imports(f).includes('koffi')).map((f) => path.relative(SRC, f));
+    expect(users).toEqual(['linux/libc.ts']);
+  });
+
+  it('the start path does not load protobufjs, winston or grpc-js at module load', () => {
+    // bootstrap.ts is what `start` runs; its static imports must stay on node built-ins and cli.
+    const staticImports = fs
+      .readFileSync(path.join(SRC, 'common', 'bootstrap.ts'), 'utf8')
+      .split('\n')
+      .filter((l) => /^import .* from /.test(l))
+      .map((l) => l.replace(/.* from ['"]([^'"]+)['"].*/, '$1'));
+    for (const spec of staticImports) expect(spec.startsWith('node:') || spec === './cli').toBe(true);
+  });
+});
