@@ -172,7 +172,7 @@ export class LinuxContainer implements PlatformContainer {
 
   async checkpoint(request: CheckpointRequest): Promise<void> {
     const opts = unpackAny<CheckpointOptionsMessage>(request.options)?.message;
-    const imagePath = opts?.imagePath || request.path;
+    const imagePath = opts?.imagePath || request.path || this.p.options.criuImagePath;
     if (!imagePath) throw invalidArgument('checkpoint: image path is missing');
     const workPath = opts?.workPath || this.p.options.criuWorkPath || path.join(bundleFiles.work(this.p.bundle), 'criu-work');
     await fs.mkdir(workPath, { recursive: true });
