@@ -1,0 +1,189 @@
+// @ts-check
+'use strict';
+/**
+ * Process plumbing for the benchmark: timed child runs, /proc scans and per-process memory.
+ * Everything here acts only on pids the caller names; nothing looks processes up by name alone.
+ */
+const { spawn } = require('node:child_process');
+const fs = require('node:fs');
+
+const delay = (/** @type {number} */ ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * @typedef {object} RunResult
+ * @property {number} code exit code, or 128+signal
+ * @property {Buffer} stdout
+ * @property {string} stderr
+ * @property {number} ms wall time from spawn until the process exited and its pipes closed
+ */
+
+/**
+ * @typedef {object} RunOptions
+ * @property {string} [cwd]
+ * @property {NodeJS.ProcessEnv} [env]
+ * @property {number} [timeoutMs] default 60 s; the child is SIGKILLed after it
+ */
+
+/**
+ * Runs a command to completion with stdin at /dev/null. The clock stops at 'close' rather than
+ * 'exit' because that is what containerd waits for too (CombinedOutput reads to EOF), so a
+ * daemon that leaks the start process's pipes shows up as slow instead of being hidden.
+ * @param {string} cmd
+ * @param {readonly string[]} args
+ * @param {RunOptions} [opts]
+ * @returns {Promise<RunResult>}
+ */
+function runTimed(cmd, args, opts = {}) {
+  return new Promise((resolve, reject) => {
+    const t0 = process.hrtime.bigint();
+    const child = spawn(cmd, args, { cwd: opts.cwd, env: opts.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'] });
+    /** @type {Buffer[]} */ const out = [];
+    /** @type {Buffer[]} */ const err = [];
+    child.stdout.on('data', (b) => out.push(b));
+    child.stderr.on('data', (b) => err.push(b));
+    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 60_000);
+    child.on('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    child.on('close', (code, signal) => {
+      const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+      clearTimeout(timer);
+      const signum = signal ? require('node:os').constants.signals[signal] : 0;
+      resolve({ code: code ?? 128 + signum, stdout: Buffer.concat(out), stderr: Buffer.concat(err).toString('utf8'), ms });
+    });
+  });
+}
+
+/**
+ * Like runTimed but a non-zero exit is an error carrying the output.
+ * @param {string} cmd
+ * @param {readonly string[]} args
+ * @param {RunOptions} [opts]
+ * @returns {Promise<RunResult>}
+ */
+async function runChecked(cmd, args, opts = {}) {
+  const r = await runTimed(cmd, args, opts);
+  if (r.code !== 0) {
+    const text = `${r.stderr.trim()} ${r.stdout.toString('utf8').trim()}`.trim();
+    throw new Error(`${cmd} ${args.join(' ')} exited ${r.code}: ${text}`);
+  }
+  return r;
+}
+
+/**
+ * @typedef {object} ProcInfo
+ * @property {number} pid
+ * @property {string[]} argv
+ */
+
+/**
+ * Live processes whose argv satisfies `match`; ones that vanish mid-scan are skipped.
+ * @param {(argv: string[]) => boolean} match
+ * @returns {ProcInfo[]}
+ */
+function processesMatching(match) {
+  /** @type {ProcInfo[]} */
+  const found = [];
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    let raw;
+    try {
+      raw = fs.readFileSync(`/proc/${entry}/cmdline`);
+    } catch {
+      continue;
+    }
+    const argv = raw.toString('utf8').split('\0');
+    if (argv[argv.length - 1] === '') argv.pop();
+    if (argv.length > 0 && match(argv)) found.push({ pid: Number(entry), argv });
+  }
+  return found;
+}
+
+/**
+ * True while `pid` exists and is not a zombie: a daemon reparented to init can linger as one
+ * for a moment after it has really finished.
+ * @param {number} pid
+ */
+function isRunning(pid) {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // The state letter follows the parenthesised command name, which may itself contain ')'.
+    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+    return state !== 'Z' && state !== 'X';
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Waits for `pid` to finish; SIGKILLs it after `timeoutMs`. Only call with pids this run started.
+ * @param {number} pid
+ * @param {number} timeoutMs
+ * @returns {Promise<boolean>} false when it had to be killed
+ */
+async function waitGoneOrKill(pid, timeoutMs) {
+  const deadline = Date.now() + timeoutMs;
+  while (isRunning(pid)) {
+    if (Date.now() > deadline) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // exited between the check and the kill
+      }
+      return false;
+    }
+    await delay(5);
+  }
+  return true;
+}
+
+/**
+ * @typedef {object} Memory
+ * @property {number} rssKiB resident set (VmRSS)
+ * @property {number | undefined} pssKiB proportional set from smaps_rollup (shared pages split
+ *   between the processes mapping them); undefined when the kernel does not offer it
+ */
+
+/**
+ * @param {number} pid
+ * @returns {Memory | undefined} undefined when the process is gone
+ */
+function memoryOf(pid) {
+  let status;
+  try {
+    status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+  } catch {
+    return undefined;
+  }
+  const rss = /^VmRSS:\s+(\d+) kB/m.exec(status);
+  if (!rss) return undefined;
+  let pssKiB;
+  try {
+    const rollup = fs.readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8');
+    const pss = /^Pss:\s+(\d+) kB/m.exec(rollup);
+    if (pss) pssKiB = Number(pss[1]);
+  } catch {
+    pssKiB = undefined;
+  }
+  return { rssKiB: Number(rss[1]), pssKiB };
+}
+
+/**
+ * Mount points at or below `dir`, deepest first (the order they must be unmounted in).
+ * @param {string} dir
+ * @returns {string[]}
+ */
+function mountsUnder(dir) {
+  const prefix = dir.endsWith('/') ? dir : `${dir}/`;
+  const points = fs
+    .readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .map((line) => line.split(' ')[4])
+    .filter(/** @returns {p is string} */ (p) => p !== undefined)
+    .map((p) => p.replace(/\\([0-7]{3})/g, (_, oct) => String.fromCharCode(parseInt(oct, 8))))
+    .filter((p) => p === dir || p.startsWith(prefix));
+  return [...new Set(points)].sort((a, b) => b.length - a.length);
+}
+
+module.exports = { delay, runTimed, runChecked, processesMatching, isRunning, waitGoneOrKill, memoryOf, mountsUnder };
