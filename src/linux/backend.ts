@@ -4,7 +4,6 @@
  * become subreapers.
  */
 import * as fs from 'node:fs/promises';
-import * as path from 'node:path';
 import type {
   Backend,
   BackendContext,
@@ -17,7 +16,7 @@ import type {
 import { logger } from '../common/log';
 import { decodeOptions, fromOptionsJson, DEFAULT_OPTIONS, type RuntimeOptions } from '../common/options';
 import type { AnyMessage } from '../common/proto';
-import { bundleFiles, readPidFile } from './bundle';
+import { bundleFiles, readPidFile, runtimeFor } from './bundle';
 import { unmountAll } from './mount';
 import { Reaper } from './reaper';
 import { Runc } from './runc';
@@ -54,13 +53,7 @@ class LinuxBackend implements Backend {
   async cleanup(request: CleanupRequest): Promise<CleanupResult> {
     const { bundle, id, namespace } = request;
     const options = await readSavedOptions(bundle);
-    const runc = new Runc({
-      binary: options.binaryName,
-      root: path.join(options.root, namespace),
-      systemdCgroup: options.systemdCgroup,
-      criuPath: options.criuPath || undefined,
-      logPath: bundleFiles.runtimeLog(bundle),
-    });
+    const runc = runtimeFor(options, namespace, bundle);
     await runc.delete(id, true).catch((err: unknown) => logger.warn('runtime delete --force', { id, error: err }));
     await unmountAll(bundleFiles.rootfs(bundle)).catch((err: unknown) =>
       logger.warn('unmounting rootfs', { id, error: err }),

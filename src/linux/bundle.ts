@@ -2,6 +2,8 @@
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { internal, invalidArgument } from '../common/errors';
+import type { RuntimeOptions } from '../common/options';
+import { Runc } from './runc';
 
 export const bundleFiles = {
   config: (bundle: string) => path.join(bundle, 'config.json'),
@@ -45,4 +47,15 @@ export function assertSafeName(kind: string, name: string): void {
   if (!name || name.includes('/') || name === '.' || name === '..' || name.includes('\0')) {
     throw invalidArgument(`${kind} ${JSON.stringify(name)} is not a safe file name`);
   }
+}
+
+/** The runtime driver for a bundle, as its options say (BinaryName, Root/<ns>, SystemdCgroup, CriuPath). */
+export function runtimeFor(options: RuntimeOptions, namespace: string, bundle: string): Runc {
+  return new Runc({
+    binary: options.binaryName,
+    root: path.join(options.root, namespace),
+    systemdCgroup: options.systemdCgroup,
+    criuPath: options.criuPath || undefined,
+    logPath: bundleFiles.runtimeLog(bundle),
+  });
 }

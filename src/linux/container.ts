@@ -17,13 +17,13 @@ import { logger } from '../common/log';
 import { toOptionsJson, type RuntimeOptions } from '../common/options';
 import { packAny, unpackAny, type AnyMessage } from '../common/proto';
 import type { CheckpointOptions as CheckpointOptionsMessage } from '../common/types';
-import { assertSafeName, bundleFiles, sharesPidNamespace } from './bundle';
+import { assertSafeName, bundleFiles, runtimeFor, sharesPidNamespace } from './bundle';
 import { cgroupOfPid, OomWatcher, readMetrics, type CgroupRef } from './cgroups';
 import { LinuxExec, execProcessJson } from './exec-process';
 import { LinuxInit } from './init-process';
 import { mountAll, unmountAll } from './mount';
 import type { Reaper } from './reaper';
-import { Runc } from './runc';
+import type { Runc } from './runc';
 import { openStdio, type ProcessStdio, type StdioOwner } from './stdio';
 
 export interface LinuxContainerDeps {
@@ -47,13 +47,7 @@ export async function createLinuxContainer(
   await fs.writeFile(bundleFiles.options(bundle), toOptionsJson(options));
   await fs.writeFile(bundleFiles.runtime(bundle), options.binaryName);
 
-  const runc = new Runc({
-    binary: options.binaryName,
-    root: path.join(options.root, namespace),
-    systemdCgroup: options.systemdCgroup,
-    criuPath: options.criuPath || undefined,
-    logPath: bundleFiles.runtimeLog(bundle),
-  });
+  const runc = runtimeFor(options, namespace, bundle);
   const owner: StdioOwner = { namespace, ioUid: options.ioUid, ioGid: options.ioGid };
   const undo: Array<() => Promise<void>> = [];
   try {
