@@ -25,6 +25,25 @@ export const TOPIC = {
 
 export type Topic = keyof typeof TOPIC;
 
+/** How long an exec may outlive its init before it is killed. */
+const EXEC_EXIT_GRACE_MS = 5000;
+
+function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(false), ms);
+    promise.then(
+      () => {
+        clearTimeout(timer);
+        resolve(true);
+      },
+      () => {
+        clearTimeout(timer);
+        resolve(true);
+      },
+    );
+  });
+}
+
 export class Container {
   readonly id: string;
   readonly bundle: string;
@@ -135,10 +154,14 @@ export class Container {
     } catch (err) {
       logger.warn('cleanup after init exit failed', { id: this.id, error: err });
     }
-    // Exec exits first: wait for every exec that started (or is starting) to be published.
+    // Exec exits first: wait for every exec that started (or is starting) to be published. One
+    // that outlives its init (it escaped the kill) is killed, so the init's exit is never held forever.
     for (const exec of this.execs.values()) {
       await exec.withState(() => undefined);
-      if (exec.stateName === 'running') await exec.exit.promise;
+      if (exec.stateName !== 'running' || (await settlesWithin(exec.exit.promise, EXEC_EXIT_GRACE_MS))) continue;
+      logger.warn('exec outlived its init; killing it', { id: this.id, execId: exec.execId });
+      await exec.kill(9, false).catch(() => undefined);
+      await settlesWithin(exec.exit.promise, EXEC_EXIT_GRACE_MS);
     }
     if (await this.init.markExited(status)) this.publishExit(this.init, status);
     this.init.exit.resolve(status);

@@ -58,6 +58,8 @@ export class FakeContainer implements PlatformContainer {
   readonly init = new FakeProcess(true);
   readonly execs = new Map<string, FakeProcess>();
   readonly calls: string[] = [];
+  /** false: execs outlive the init, as in a shared pid namespace whose kill failed */
+  killExecsOnInitExit = true;
   constructor(readonly hooks: ContainerHooks) {}
   async createExec(request: ExecRequest): Promise<PlatformProcess> {
     const p = new FakeProcess(false);
@@ -84,7 +86,8 @@ export class FakeContainer implements PlatformContainer {
   }
   async afterInitExit(): Promise<void> {
     this.calls.push('afterInitExit');
-    // a shared pid namespace: the init's exit takes the execs with it
+    // the init's exit takes the execs with it (private pid namespace, or kill --all)
+    if (!this.killExecsOnInitExit) return;
     for (const e of this.execs.values()) if (e.pid > 0 && !e.hasExited) e.exit(137);
   }
 }

@@ -1,4 +1,4 @@
-import { beforeEach, describe, expect, it } from 'vitest';
+import { beforeEach, describe, expect, it, vi } from 'vitest';
 import { Code, ShimError } from '../../src/common/errors';
 import { TaskService } from '../../src/common/service';
 import { TaskStatus } from '../../src/common/types';
@@ -109,6 +109,32 @@ describe('TaskService against a fake backend', () => {
     // an exec id may be reused after delete... but not once the init is gone
     expect(await codeOf(service.exec(execReq as never))).toBe(Code.FailedPrecondition);
     expect(sink.topics().filter((t) => t.startsWith('/tasks/exec'))).toEqual(['/tasks/exec-added', '/tasks/exec-started']);
+  });
+
+  it('kills an exec that outlives its init, then publishes both exits in order', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout'] });
+    try {
+      await create();
+      const c = backend.containers.get('c1')!;
+      c.killExecsOnInitExit = false;
+      await service.start({ id: 'c1', execId: '' } as never);
+      await service.exec({ id: 'c1', execId: 'e1', terminal: false, stdin: '', stdout: '', stderr: '', spec: null } as never);
+      await service.start({ id: 'c1', execId: 'e1' } as never);
+      c.init.exit(0);
+      const waiting = service.wait({ id: 'c1', execId: '' } as never);
+      await vi.advanceTimersByTimeAsync(4000);
+      expect(sink.topics()).not.toContain('/tasks/exit');
+      await vi.advanceTimersByTimeAsync(2000);
+      await waiting;
+      expect(c.execs.get('e1')!.calls).toContain('kill 9 false');
+      const exits = sink.events.filter((e) => e.topic === '/tasks/exit').map((e) => [e.event['id'], e.event['exitStatus']]);
+      expect(exits).toEqual([
+        ['e1', 137],
+        ['c1', 0],
+      ]);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it('publishes start before an exit that races it', async () => {
