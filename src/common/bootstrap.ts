@@ -83,7 +83,14 @@ export async function runStart(inputs: StartInputs): Promise<StartResult> {
   try {
     writeAddressFile(bundle, address);
     const pid = spawnDaemon(inputs, listener);
-    await placeDaemon(pid, shimCgroup);
+    try {
+      await placeDaemon(pid, shimCgroup);
+    } catch (err) {
+      // A daemon we cannot place must not live on: a retry would find it and reuse it unplaced.
+      killQuietly(pid);
+      fs.rmSync(sockPath, { force: true });
+      throw err;
+    }
   } finally {
     // The daemon owns the socket now. Closing a Node unix server unlinks its path, so our copy
     // is only unref'd: it goes away with this process.
@@ -148,21 +155,44 @@ function listenerFd(server: net.Server): number {
   return handle.fd;
 }
 
+/** Non-blocking, so no open ever waits on a reader; no reader (ENXIO) or no FIFO means no stderr. */
+function openLogFifo(bundle: string): number | undefined {
+  try {
+    const file = path.join(bundle, 'log');
+    if (!fs.statSync(file).isFIFO()) return undefined;
+    return fs.openSync(file, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK);
+  } catch {
+    return undefined;
+  }
+}
+
 function spawnDaemon(inputs: StartInputs, listener: net.Server): number {
   const { flags } = inputs;
   const [command, ...prefix] = inputs.selfCommand;
   const args = [...prefix, '-namespace', flags.namespace, '-id', flags.id, '-address', flags.address];
   if (flags.publishBinary) args.push('-publish-binary', flags.publishBinary);
   if (flags.debug) args.push('-debug');
+  const logFd = openLogFifo(inputs.bundle);
   const child = spawn(command!, args, {
     cwd: inputs.bundle,
     detached: true, // own session: the daemon outlives `start` and containerd's process group
-    stdio: ['ignore', 'ignore', 'ignore', listenerFd(listener)],
+    // stderr goes to containerd's log FIFO (never our own pipe, which containerd reads to EOF), so
+    // what the runtime itself prints when it dies (V8 out of memory, aborts) still reaches the log.
+    stdio: ['ignore', 'ignore', logFd ?? 'ignore', listenerFd(listener)],
     env: { ...process.env, TSHIM_PROTOCOL: inputs.protocol },
   });
+  if (logFd !== undefined) fs.closeSync(logFd);
   child.unref();
   if (child.pid === undefined) throw new Error('failed to spawn the shim daemon');
   return child.pid;
+}
+
+function killQuietly(pid: number): void {
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch {
+    // already gone
+  }
 }
 
 /** shim_cgroup and oom_score_adj, as the runc shim does; both best-effort where unprivileged. */

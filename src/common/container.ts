@@ -25,6 +25,9 @@ export const TOPIC = {
 
 export type Topic = keyof typeof TOPIC;
 
+/** Wait's answer for an exec whose start failed: it never ran, so it has no exit code of its own. */
+const NEVER_RAN_STATUS = 255;
+
 /** How long an exec may outlive its init before it is killed. */
 const EXEC_EXIT_GRACE_MS = 5000;
 
@@ -112,7 +115,7 @@ export class Container {
       throw failedPrecondition(`container ${this.id} init process is not running`);
     }
     // Publishing inside the process lock keeps start/exec-started ahead of that process's exit.
-    return p.start((pid) => {
+    const started = p.start((pid) => {
       if (p.isInit) {
         this.emit('start', { containerId: this.id, pid });
       } else {
@@ -123,6 +126,11 @@ export class Container {
         );
       }
     });
+    if (!p.isInit) {
+      // An exec that never ran will never exit: release its waiters (CRI waits before it starts).
+      started.catch(() => p.exit.resolve({ status: NEVER_RAN_STATUS, exitedAt: new Date() }));
+    }
+    return started;
   }
 
   /** Deletes an exec (no event, like the runc shim) or the init (TaskDelete). */
@@ -130,6 +138,8 @@ export class Container {
     const p = this.process(execId);
     await p.delete();
     const status = p.exited ?? { status: 0, exitedAt: new Date() };
+    // Deleted before it exited (never started): nobody may wait on it forever.
+    p.exit.resolve(status);
     if (p.isInit) {
       this.emit('delete', {
         containerId: this.id,

@@ -121,4 +121,10 @@ function guardProcess(): void {
   process.on('uncaughtException', (err) => logger.error('uncaught exception', { error: err }));
   process.on('unhandledRejection', (reason) => logger.error('unhandled rejection', { error: reason }));
   process.on('SIGPIPE', () => undefined);
+  // Node's default for SIGUSR1 opens the inspector on localhost: never in a root daemon. Operators
+  // send it for a stack dump, as to the Go shim, so that is what it does.
+  process.on('SIGUSR1', () => {
+    const report = process.report?.getReport() as { javascriptStack?: unknown; libuv?: unknown[] } | undefined;
+    logger.info('SIGUSR1 dump', { stack: JSON.stringify(report?.javascriptStack), handles: report?.libuv?.length ?? 0 });
+  });
 }

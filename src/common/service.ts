@@ -17,6 +17,8 @@ export interface ServiceHost {
 }
 
 const ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,75}$/;
+/** `<bundle>/<exec id>.pid` would be the init's pid file */
+const RESERVED_EXEC_ID = 'init';
 
 export class TaskService {
   private readonly containers = new Map<string, Container>();
@@ -86,7 +88,9 @@ export class TaskService {
 
   async exec(r: T.ExecProcessRequest): Promise<T.Empty> {
     if (!r.execId) throw invalidArgument('exec id must not be empty');
-    if (!ID_PATTERN.test(r.execId)) throw invalidArgument(`invalid exec id ${JSON.stringify(r.execId)}`);
+    if (!ID_PATTERN.test(r.execId) || r.execId === RESERVED_EXEC_ID) {
+      throw invalidArgument(`invalid exec id ${JSON.stringify(r.execId)}`);
+    }
     await this.container(r.id).addExec({
       execId: r.execId,
       stdio: { stdin: r.stdin ?? '', stdout: r.stdout ?? '', stderr: r.stderr ?? '', terminal: !!r.terminal },

@@ -53,7 +53,8 @@ export function taskHandlers(service: TaskService): Record<string, ByteHandler> 
       } catch (err) {
         throw invalidArgument(`${wireName}: malformed request: ${(err as Error).message}`);
       }
-      logger.debug('rpc', { method: wireName, request: JSON.stringify(request, readableBytes) });
+      // Ids only: request bodies carry container environments (secrets, with CRI).
+      if (logger.isDebugEnabled()) logger.debug('rpc', { method: wireName, ...requestIds(request) });
       try {
         return responseCodec.encode(await method(request as never, ctx.signal));
       } catch (err) {
@@ -65,14 +66,12 @@ export function taskHandlers(service: TaskService): Record<string, ByteHandler> 
   return handlers;
 }
 
-/** Any payloads are JSON or protobuf: show them as text, bounded, instead of arrays of numbers. */
-function readableBytes(_key: string, value: unknown): unknown {
-  if (value && typeof value === 'object' && (value as { type?: unknown }).type === 'Buffer') {
-    const data = (value as { data?: number[] }).data ?? [];
-    const text = Buffer.from(data.slice(0, 512)).toString('utf8');
-    return data.length > 512 ? `${text}…(${data.length} bytes)` : text;
-  }
-  return value;
+function requestIds(request: object): Record<string, string> {
+  const r = request as { id?: unknown; execId?: unknown };
+  const ids: Record<string, string> = {};
+  if (typeof r.id === 'string' && r.id) ids['task'] = r.id;
+  if (typeof r.execId === 'string' && r.execId) ids['exec'] = r.execId;
+  return ids;
 }
 
 function wrapIfPlain(err: unknown, method: string): unknown {

@@ -18,7 +18,7 @@ import { toOptionsJson, type RuntimeOptions } from '../common/options';
 import { packAny, unpackAny, type AnyMessage } from '../common/proto';
 import type { CheckpointOptions as CheckpointOptionsMessage } from '../common/types';
 import { assertSafeName, bundleFiles, runtimeFor, sharesPidNamespace } from './bundle';
-import { cgroupOfPid, OomWatcher, readMetrics, type CgroupRef } from './cgroups';
+import { cgroupOfPid, enableSubtreeControllers, OomWatcher, readMetrics, type CgroupRef } from './cgroups';
 import { LinuxExec, execProcessJson } from './exec-process';
 import { LinuxInit } from './init-process';
 import { mountAll, unmountAll } from './mount';
@@ -112,12 +112,14 @@ export class LinuxContainer implements PlatformContainer {
 
   constructor(private readonly p: ContainerParams) {
     this.init = p.init;
+    this.init.onRestored = (pid) => this.watchCgroup(pid);
   }
 
   /** Stats and OOM follow the init's cgroup, resolved once it has a pid. */
   async watchCgroup(pid: number): Promise<void> {
     try {
       this.cgroup = await cgroupOfPid(pid);
+      if (this.cgroup.mode === 'v2') await enableSubtreeControllers(this.cgroup);
       this.oom = new OomWatcher(this.cgroup, () => this.p.hooks.onOom());
       await this.oom.start();
     } catch (err) {
@@ -153,7 +155,8 @@ export class LinuxContainer implements PlatformContainer {
   }
 
   async stats(): Promise<AnyMessage> {
-    if (!this.cgroup && this.init.pid > 0) await this.watchCgroup(this.init.pid);
+    // Resolved late only while the init lives: an exited pid may already name someone else.
+    if (!this.cgroup && this.init.pid > 0 && !this.init.hasExited) await this.watchCgroup(this.init.pid);
     if (!this.cgroup) throw notFound('cgroup does not exist');
     const { typeName, metrics } = await readMetrics(this.cgroup);
     return packAny(typeName, metrics);

@@ -50,12 +50,21 @@ export class LinuxExec extends LinuxProcess {
         consoleSocket: this.stdio.consoleSocket,
         stdio: this.stdio.runtimeStdio,
       });
-      await this.stdio.started();
     } catch (err) {
       await this.closeStdio();
       throw err;
     }
-    return this.readPid(pidFile);
+    let pid: number;
+    try {
+      pid = await this.readPid(pidFile);
+      await this.stdio.started();
+    } catch (err) {
+      // It runs but its IO cannot be wired: do not leave it running untracked.
+      await this.kill(9).catch(() => undefined);
+      await this.closeStdio();
+      throw err;
+    }
+    return pid;
   }
 
   async kill(signal: number): Promise<void> {

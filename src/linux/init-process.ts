@@ -20,6 +20,9 @@ export interface InitParams {
 }
 
 export class LinuxInit extends LinuxProcess {
+  /** set by the container: a restored init's cgroup is known only once it runs */
+  onRestored: ((pid: number) => Promise<void>) | undefined;
+
   constructor(private readonly params: InitParams) {
     super(params.reaper, params.stdio);
   }
@@ -47,7 +50,9 @@ export class LinuxInit extends LinuxProcess {
       stdio: stdio.runtimeStdio,
     });
     await stdio.started();
-    return this.readPid(bundleFiles.initPid(bundle));
+    const pid = await this.readPid(bundleFiles.initPid(bundle));
+    await this.onRestored?.(pid);
+    return pid;
   }
 
   kill(signal: number, all: boolean): Promise<void> {

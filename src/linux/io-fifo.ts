@@ -164,10 +164,11 @@ export interface StdinFifo {
 
 export async function openStdinFifo(file: string): Promise<StdinFifo> {
   let readerFd = -1;
+  let writerFd = -1;
   try {
     readerFd = await openFd(file, fsc.O_RDONLY | fsc.O_NONBLOCK);
     // Opened before anything reads: without a writer, a read would report EOF at once.
-    let writerFd = await openFd(file, fsc.O_WRONLY | fsc.O_NONBLOCK);
+    writerFd = await openFd(file, fsc.O_WRONLY | fsc.O_NONBLOCK);
     const reader = socketForFd(readerFd, 'read');
     const releaseWriter = (): void => {
       if (writerFd >= 0) closeFd(writerFd);
@@ -183,6 +184,7 @@ export async function openStdinFifo(file: string): Promise<StdinFifo> {
     };
   } catch (err) {
     if (readerFd >= 0) closeFd(readerFd);
+    if (writerFd >= 0) closeFd(writerFd);
     throw openFailure(file, err);
   }
 }

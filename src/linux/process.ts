@@ -57,6 +57,10 @@ export abstract class LinuxProcess implements PlatformProcess {
     return this.pidValue;
   }
 
+  get hasExited(): boolean {
+    return this.exitWatch.exited;
+  }
+
   abstract start(): Promise<number>;
   abstract kill(signal: number, all: boolean): Promise<void>;
   protected abstract deleteRuntimeState(): Promise<void>;

@@ -9,6 +9,8 @@ import { logger } from '../common/log';
 import { ConsoleSocket, PtyRelay } from './console';
 import { createProcessIO, openTerminalFifos, type ProcessIO } from './io';
 
+type TerminalFifos = Awaited<ReturnType<typeof openTerminalFifos>>;
+
 export interface ProcessStdio {
   /** what runc gets as the container's stdin/stdout/stderr */
   readonly runtimeStdio: [number, number, number];
@@ -60,14 +62,11 @@ class PipeStdio implements ProcessStdio {
 class TerminalStdio implements ProcessStdio {
   private relay: PtyRelay | undefined;
   private relayDone: Promise<void> = Promise.resolve();
-  private fifos: Awaited<ReturnType<typeof openTerminalFifos>> | undefined;
   private readonly abort = new AbortController();
   private readonly master: Promise<number>;
 
   private constructor(
-    private readonly processId: string,
-    private readonly spec: StdioSpec,
-    private readonly owner: StdioOwner,
+    private readonly fifos: TerminalFifos,
     private readonly socket: ConsoleSocket,
     readonly runtimeStdio: [number, number, number],
   ) {
@@ -76,10 +75,19 @@ class TerminalStdio implements ProcessStdio {
     this.master.catch(() => undefined);
   }
 
+  /** The FIFOs are opened first: if they cannot be, nothing has run yet and nothing leaks. */
   static async open(processId: string, spec: StdioSpec, owner: StdioOwner): Promise<TerminalStdio> {
-    const socket = await ConsoleSocket.create();
-    const devNull = fs.openSync('/dev/null', 'r+');
-    return new TerminalStdio(processId, spec, owner, socket, [devNull, devNull, devNull]);
+    const fifos = await openTerminalFifos(spec, { id: processId, ...owner });
+    let socket: ConsoleSocket | undefined;
+    try {
+      socket = await ConsoleSocket.create();
+      const devNull = fs.openSync('/dev/null', 'r+');
+      return new TerminalStdio(fifos, socket, [devNull, devNull, devNull]);
+    } catch (err) {
+      await socket?.close();
+      await fifos.close();
+      throw err;
+    }
   }
 
   get consoleSocket(): string {
@@ -89,7 +97,6 @@ class TerminalStdio implements ProcessStdio {
   async started(): Promise<void> {
     try {
       const master = await this.master;
-      this.fifos = await openTerminalFifos(this.spec, { id: this.processId, ...this.owner });
       this.relay = new PtyRelay(master);
       this.relayDone = this.relay.start(this.fifos.input, this.fifos.output ?? discard()).catch((err: unknown) => {
         logger.warn('pty relay failed', { error: err });
@@ -104,7 +111,7 @@ class TerminalStdio implements ProcessStdio {
     this.relay?.resize(width, height);
   }
   closeStdin(): void {
-    this.fifos?.closeStdin();
+    this.fifos.closeStdin();
   }
   async drain(timeoutMs: number): Promise<void> {
     await Promise.race([this.relayDone, new Promise<void>((r) => setTimeout(r, timeoutMs).unref())]);
@@ -113,7 +120,7 @@ class TerminalStdio implements ProcessStdio {
     this.abort.abort();
     this.releaseSetup();
     this.relay?.close();
-    await this.fifos?.close();
+    await this.fifos.close();
     await this.socket.close();
   }
 

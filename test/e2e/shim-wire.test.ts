@@ -11,7 +11,7 @@ import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Code, ShimError } from '../../src/common/errors';
-import { codec, fromTimestamp } from '../../src/common/proto';
+import { codec, fromTimestamp, packAny } from '../../src/common/proto';
 import { TtrpcClient } from '../../src/common/ttrpc/client';
 import { decodeResponse } from '../../src/common/ttrpc/messages';
 import {
@@ -407,6 +407,19 @@ describe('ttrpc daemon started like containerd 1.6 does', () => {
 });
 
 // ---------------------------------------------------------------------------------------------
+
+describe('start that cannot place its daemon', () => {
+  it('fails, and leaves neither a daemon nor a socket behind', async () => {
+    const b = scratch.bundle('badcg');
+    const options = packAny('containerd.runc.v1.Options', { shimCgroup: `/tshim-missing-${randomBytes(4).toString('hex')}` });
+    const input = codec<{ typeUrl: string; value: Buffer }>('google.protobuf.Any').encode(options);
+    const run = await runShim(startArgs(b), { cwd: b.dir, env: containerdEnv(b), input, timeoutMs: START_BUDGET_MS * 3 });
+    expect(run.code).toBe(1);
+    expect(run.stderr).toMatch(/failed to join shim cgroup/);
+    expect(await waitUntil(async () => (await daemonPids(b.namespace)).length === 0, 5000)).toBe(true);
+    expect(fs.existsSync(b.socketPath)).toBe(false);
+  });
+});
 
 describe('delete action', () => {
   it('prints a DeleteResponse (pid 0, 137, now), exits 0, and can be repeated', async () => {

@@ -137,6 +137,24 @@ describe('TaskService against a fake backend', () => {
     }
   });
 
+  it('releases Wait on an exec whose start failed or that was deleted unstarted; refuses exec id "init"', async () => {
+    await create();
+    await service.start({ id: 'c1', execId: '' } as never);
+    const execReq = (execId: string) =>
+      ({ id: 'c1', execId, terminal: false, stdin: '', stdout: '', stderr: '', spec: null }) as never;
+    await service.exec(execReq('bad'));
+    const c = backend.containers.get('c1')!;
+    c.execs.get('bad')!.startGate = Promise.reject(new ShimError(Code.Unknown, 'OCI runtime exec failed'));
+    const waitBad = service.wait({ id: 'c1', execId: 'bad' } as never);
+    expect(await codeOf(service.start({ id: 'c1', execId: 'bad' } as never))).toBe(Code.Unknown);
+    expect((await waitBad).exitStatus).toBe(255);
+    await service.exec(execReq('never'));
+    const waitNever = service.wait({ id: 'c1', execId: 'never' } as never);
+    await service.delete({ id: 'c1', execId: 'never' } as never);
+    expect((await waitNever).exitStatus).toBe(0);
+    expect(await codeOf(service.exec(execReq('init')))).toBe(Code.InvalidArgument);
+  });
+
   it('publishes start before an exit that races it', async () => {
     await create();
     const c = backend.containers.get('c1')!;
