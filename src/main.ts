@@ -2,13 +2,25 @@
  * containerd-shim-tshim-v2: argv → action. containerd reads `start`'s combined stdout+stderr as
  * our address, so Node's own warnings must never reach stderr.
  */
+import { readFileSync } from 'node:fs';
+import { isatty } from 'node:tty';
 import { parseArgs } from './common/cli';
 import { runCommand } from './common/actions';
 
 process.removeAllListeners('warning');
 
+/** containerd gives `start` a closed pipe or /dev/null: read it whole, without a stream. */
 function readStdin(): Promise<Buffer> {
-  if (process.stdin.isTTY) return Promise.resolve(Buffer.alloc(0));
+  try {
+    if (isatty(0)) return Promise.resolve(Buffer.alloc(0));
+    return Promise.resolve(readFileSync(0));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') return Promise.resolve(Buffer.alloc(0));
+    return readStdinStream(); // a non-blocking stdin: let libuv wait for it
+  }
+}
+
+function readStdinStream(): Promise<Buffer> {
   return new Promise((resolve) => {
     const chunks: Buffer[] = [];
     process.stdin.on('data', (chunk: Buffer) => chunks.push(chunk));

@@ -20,13 +20,35 @@ const SHUTDOWN_GRACE_MS = 5000;
 
 export async function runDaemon(flags: ShimFlags): Promise<void> {
   const bundle = flags.bundle || process.cwd();
-  configureLogger({
-    level: flags.debug ? 'debug' : 'info',
-    fifoPath: path.join(bundle, 'log'),
-    fields: { namespace: flags.namespace, id: flags.id, runtime: RUNTIME_TYPE },
+  let logReady = false;
+  const ensureLogger = (): void => {
+    if (logReady) return;
+    logReady = true;
+    configureLogger({
+      level: flags.debug ? 'debug' : 'info',
+      fifoPath: path.join(bundle, 'log'),
+      fields: { namespace: flags.namespace, id: flags.id, runtime: RUNTIME_TYPE },
+    });
+  };
+  // containerd's first Create waits for everything before the transport is attached; winston is
+  // not needed to serve it, so at info level it loads right after, overlapping runc's own work.
+  if (flags.debug) ensureLogger();
+  guardProcess(ensureLogger);
+  try {
+    await serve(flags, bundle);
+  } catch (err) {
+    ensureLogger();
+    logger.error('shim failed to start', { error: err });
+    await closeLogger();
+    throw err;
+  }
+  setImmediate(() => {
+    ensureLogger();
+    logger.info('starting signal loop', { pid: process.pid, protocol: protocolFromEnv() });
   });
-  guardProcess();
+}
 
+async function serve(flags: ShimFlags, bundle: string): Promise<void> {
   const publisher = new Publisher({
     namespace: flags.namespace,
     ttrpcAddress: process.env['TTRPC_ADDRESS'],
@@ -60,7 +82,6 @@ export async function runDaemon(flags: ShimFlags): Promise<void> {
     ttrpc.attach(listener);
     closeTransport = () => ttrpc.shutdown(SHUTDOWN_GRACE_MS);
   }
-  logger.info('starting signal loop', { pid: process.pid, protocol });
 
   async function stop(): Promise<void> {
     logger.info('shim shutting down');
@@ -117,9 +138,15 @@ async function closeBackend(backend: Backend): Promise<void> {
 }
 
 /** The daemon must outlive any single bad request or native hiccup: log, never die. */
-function guardProcess(): void {
-  process.on('uncaughtException', (err) => logger.error('uncaught exception', { error: err }));
-  process.on('unhandledRejection', (reason) => logger.error('unhandled rejection', { error: reason }));
+function guardProcess(ensureLogger: () => void): void {
+  process.on('uncaughtException', (err) => {
+    ensureLogger();
+    logger.error('uncaught exception', { error: err });
+  });
+  process.on('unhandledRejection', (reason) => {
+    ensureLogger();
+    logger.error('unhandled rejection', { error: reason });
+  });
   process.on('SIGPIPE', () => undefined);
   // Node's default for SIGUSR1 opens the inspector on localhost: never in a root daemon. Operators
   // send it for a stack dump, as to the Go shim, so that is what it does.

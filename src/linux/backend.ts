@@ -4,6 +4,7 @@
  * become subreapers.
  */
 import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
 import type {
   Backend,
   BackendContext,
@@ -54,7 +55,11 @@ class LinuxBackend implements Backend {
     const { bundle, id, namespace } = request;
     const options = await readSavedOptions(bundle);
     const runc = runtimeFor(options, namespace, bundle);
-    await runc.delete(id, true).catch((err: unknown) => logger.warn('runtime delete --force', { id, error: err }));
+    // runc, crun and youki keep one directory per container under --root; without it there is
+    // nothing to delete and the runtime's own start-up is saved on every clean teardown.
+    if (await exists(path.join(options.root, namespace, id))) {
+      await runc.delete(id, true).catch((err: unknown) => logger.warn('runtime delete --force', { id, error: err }));
+    }
     await unmountAll(bundleFiles.rootfs(bundle)).catch((err: unknown) =>
       logger.warn('unmounting rootfs', { id, error: err }),
     );
@@ -73,6 +78,13 @@ class LinuxBackend implements Backend {
   async close(): Promise<void> {
     this.reaper?.stop();
   }
+}
+
+async function exists(file: string): Promise<boolean> {
+  return fs.access(file).then(
+    () => true,
+    () => false,
+  );
 }
 
 async function readSavedOptions(bundle: string): Promise<RuntimeOptions> {

@@ -10,8 +10,15 @@
  * Layouts below are the glibc LP64 ones, identical on x86_64 and aarch64; the numeric constants are the
  * asm-generic values shared by both.
  */
-import * as koffi from 'koffi';
+import type * as Koffi from 'koffi';
 import { constants as osConstants } from 'node:os';
+
+let koffiModule: typeof Koffi | undefined;
+/** koffi itself is loaded on first use too: `delete` and `start` runs that never call libc skip it. */
+function ffi(): typeof Koffi {
+  koffiModule ??= require('koffi') as typeof Koffi;
+  return koffiModule;
+}
 
 // mount(2) flags, <sys/mount.h>
 export const MS_RDONLY = 0x1;
@@ -110,37 +117,37 @@ interface Bindings {
   setsid: Fn;
   getpagesize: Fn;
   strerror: (errnum: number) => string;
-  winsize: koffi.IKoffiCType;
-  cmsghdr: koffi.IKoffiCType;
+  winsize: Koffi.IKoffiCType;
+  cmsghdr: Koffi.IKoffiCType;
 }
 
 let bindings: Bindings | undefined;
 
 function libc(): Bindings {
   if (bindings) return bindings;
-  const lib = koffi.load('libc.so.6');
+  const lib = ffi().load('libc.so.6');
   // struct winsize { unsigned short ws_row, ws_col, ws_xpixel, ws_ypixel; };
-  const winsize = koffi.struct('tshim_winsize', {
+  const winsize = ffi().struct('tshim_winsize', {
     ws_row: 'unsigned short',
     ws_col: 'unsigned short',
     ws_xpixel: 'unsigned short',
     ws_ypixel: 'unsigned short',
   });
   // struct iovec { void *iov_base; size_t iov_len; };
-  const iovec = koffi.struct('tshim_iovec', { iov_base: 'void *', iov_len: 'size_t' });
+  const iovec = ffi().struct('tshim_iovec', { iov_base: 'void *', iov_len: 'size_t' });
   // struct msghdr { void *msg_name; socklen_t msg_namelen; struct iovec *msg_iov; size_t msg_iovlen;
   //                 void *msg_control; size_t msg_controllen; int msg_flags; };
-  const msghdr = koffi.struct('tshim_msghdr', {
+  const msghdr = ffi().struct('tshim_msghdr', {
     msg_name: 'void *',
     msg_namelen: 'uint32_t',
-    msg_iov: koffi.pointer(iovec),
+    msg_iov: ffi().pointer(iovec),
     msg_iovlen: 'size_t',
     msg_control: 'void *',
     msg_controllen: 'size_t',
     msg_flags: 'int',
   });
   // struct cmsghdr { size_t cmsg_len; int cmsg_level; int cmsg_type; /* unsigned char data[]; */ };
-  const cmsghdr = koffi.struct('tshim_cmsghdr', { cmsg_len: 'size_t', cmsg_level: 'int', cmsg_type: 'int' });
+  const cmsghdr = ffi().struct('tshim_cmsghdr', { cmsg_len: 'size_t', cmsg_level: 'int', cmsg_type: 'int' });
   bindings = {
     // int prctl(int option, ...);
     prctl: lib.func('int prctl(int option, ...)'),
@@ -162,7 +169,7 @@ function libc(): Bindings {
     // int fcntl(int fd, int cmd, ...);
     fcntl: lib.func('int fcntl(int fd, int cmd, ...)'),
     // ssize_t recvmsg(int sockfd, struct msghdr *msg, int flags);
-    recvmsg: lib.func('recvmsg', 'intptr_t', ['int', koffi.inout(koffi.pointer(msghdr)), 'int']),
+    recvmsg: lib.func('recvmsg', 'intptr_t', ['int', ffi().inout(ffi().pointer(msghdr)), 'int']),
     // int close(int fd);
     close: lib.func('int close(int fd)'),
     // pid_t getpgid(pid_t pid);
@@ -203,12 +210,12 @@ function describeErrno(errno: number): string {
 
 /** Reads errno right after a failed call: nothing else may run in between, or errno could be clobbered. */
 function fail(syscall: string, path?: string): never {
-  throw new ErrnoError(koffi.errno(), syscall, path);
+  throw new ErrnoError(ffi().errno(), syscall, path);
 }
 
 function sizeTAligned(n: number): number {
   // CMSG_ALIGN: control messages are padded to sizeof(size_t), 8 on both LP64 targets.
-  const align = koffi.sizeof('size_t');
+  const align = ffi().sizeof('size_t');
   return (n + align - 1) & ~(align - 1);
 }
 
@@ -252,7 +259,7 @@ export function waitpidNoHang(pid: number): WaitResult | undefined {
     const r = waitpid(pid, status, WNOHANG);
     if (r > 0) return decodeWaitStatus(r, status[0] ?? 0);
     if (r === 0) return undefined;
-    if (koffi.errno() !== EINTR) fail('waitpid');
+    if (ffi().errno() !== EINTR) fail('waitpid');
   }
 }
 
@@ -268,7 +275,7 @@ export function pipe2(cloexec = true): [readFd: number, writeFd: number] {
 export function setWinsize(fd: number, rows: number, cols: number): void {
   const { ioctl, winsize } = libc();
   const ws = { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
-  if (ioctl(fd, TIOCSWINSZ, koffi.pointer(winsize), ws) < 0) fail('ioctl');
+  if (ioctl(fd, TIOCSWINSZ, ffi().pointer(winsize), ws) < 0) fail('ioctl');
 }
 
 export function mount(
@@ -337,7 +344,7 @@ export function pageSize(): number {
  */
 export function recvFd(sockFd: number): { fd: number; name: string } | undefined {
   const { recvmsg, cmsghdr } = libc();
-  const headerSpace = sizeTAligned(koffi.sizeof(cmsghdr));
+  const headerSpace = sizeTAligned(ffi().sizeof(cmsghdr));
   const intSize = 4;
   const nameBuf = Buffer.alloc(MAX_FD_NAME);
   const control = Buffer.alloc(headerSpace + sizeTAligned(intSize)); // CMSG_SPACE(sizeof(int))
@@ -354,7 +361,7 @@ export function recvFd(sockFd: number): { fd: number; name: string } | undefined
   for (;;) {
     n = recvmsg(sockFd, msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
     if (n >= 0) break;
-    const errno = koffi.errno();
+    const errno = ffi().errno();
     if (errno === EAGAIN) return undefined;
     if (errno !== EINTR) fail('recvmsg');
   }
@@ -362,7 +369,7 @@ export function recvFd(sockFd: number): { fd: number; name: string } | undefined
   const fds: number[] = [];
   let offset = 0;
   while (offset + headerSpace <= msg.msg_controllen) {
-    const header = koffi.decode(control, offset, cmsghdr) as { cmsg_len: number; cmsg_level: number; cmsg_type: number };
+    const header = ffi().decode(control, offset, cmsghdr) as { cmsg_len: number; cmsg_level: number; cmsg_type: number };
     if (header.cmsg_len < headerSpace) break;
     if (header.cmsg_level === SOL_SOCKET && header.cmsg_type === SCM_RIGHTS) {
       const count = Math.floor((header.cmsg_len - headerSpace) / intSize);

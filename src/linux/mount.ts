@@ -263,7 +263,10 @@ export async function unmountAll(rootfs: string): Promise<void> {
     if (errnoCode(err) === 'ENOENT') return;
     throw unknown(`unmount ${rootfs}: ${message(err)}`, err);
   }
-  const nested = (await readMountInfo())
+  const info = await readMountInfo();
+  // Nothing mounted there (e.g. `ctr run --rootfs`, or a second cleanup): no syscall, no FFI load.
+  if (!info.some((m) => m.mountPoint === root || m.mountPoint.startsWith(`${root}/`))) return;
+  const nested = info
     .filter((m) => m.mountPoint.startsWith(root === '/' ? '/' : `${root}/`) && m.mountPoint !== root)
     .reverse();
   for (const m of nested) await peel(m.mountPoint);
