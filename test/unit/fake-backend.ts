@@ -9,7 +9,7 @@ import type {
   PlatformContainer,
   PlatformProcess,
 } from '../../src/common/backend';
-import { notFound } from '../../src/common/errors';
+import { Code, notFound, ShimError } from '../../src/common/errors';
 import { Deferred } from '../../src/common/mutex';
 import type { AnyMessage } from '../../src/common/proto';
 
@@ -118,5 +118,16 @@ export class RecordingSink {
   }
   topics(): string[] {
     return this.events.map((e) => e.topic);
+  }
+}
+
+/** 'ok', or the gRPC code a call was refused with; anything but a ShimError is a test failure. */
+export async function outcome(p: Promise<unknown>): Promise<'ok' | Code> {
+  try {
+    await p;
+    return 'ok';
+  } catch (err) {
+    if (err instanceof ShimError) return err.code;
+    throw err;
   }
 }

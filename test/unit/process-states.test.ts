@@ -1,20 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import { Code, ShimError } from '../../src/common/errors';
 import { ManagedProcess } from '../../src/common/process/process';
-import { FakeProcess } from './fake-backend';
+import { FakeProcess, outcome } from './fake-backend';
 
 const stdio = { stdin: '', stdout: '', stderr: '', terminal: false };
 const pauser = { pause: async () => undefined, resume: async () => undefined };
-
-async function outcome(p: Promise<unknown>): Promise<'ok' | Code> {
-  try {
-    await p;
-    return 'ok';
-  } catch (err) {
-    if (err instanceof ShimError) return err.code;
-    throw err;
-  }
-}
 
 function init(fromCheckpoint = false): { p: ManagedProcess; platform: FakeProcess } {
   const platform = new FakeProcess(true);

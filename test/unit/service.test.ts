@@ -2,20 +2,10 @@ import { beforeEach, describe, expect, it, vi } from 'vitest';
 import { Code, ShimError } from '../../src/common/errors';
 import { TaskService } from '../../src/common/service';
 import { TaskStatus } from '../../src/common/types';
-import { FakeBackend, RecordingSink } from './fake-backend';
+import { FakeBackend, outcome, RecordingSink } from './fake-backend';
 
 function req<T extends object>(o: T): T {
   return o;
-}
-
-async function codeOf(p: Promise<unknown>): Promise<Code | 'ok'> {
-  try {
-    await p;
-    return 'ok';
-  } catch (err) {
-    if (err instanceof ShimError) return err.code;
-    throw err;
-  }
 }
 
 const flush = (): Promise<void> => new Promise((r) => setTimeout(r, 5));
@@ -57,30 +47,30 @@ describe('TaskService against a fake backend', () => {
     expect(d).toMatchObject({ pid, exitStatus: 7 });
     expect(sink.topics()).toEqual(['/tasks/create', '/tasks/start', '/tasks/exit', '/tasks/delete']);
     expect(sink.events[2]!.event).toMatchObject({ containerId: 'c1', id: 'c1', pid, exitStatus: 7 });
-    expect(await codeOf(service.state({ id: 'c1', execId: '' } as never))).toBe(Code.NotFound);
+    expect(await outcome(service.state({ id: 'c1', execId: '' } as never))).toBe(Code.NotFound);
     await service.shutdown({ id: 'c1', now: false } as never);
     expect(shutdowns).toBe(1);
   });
 
   it('refuses illegal transitions with FailedPrecondition and unknown ids with NotFound', async () => {
     await create();
-    expect(await codeOf(service.resume({ id: 'c1' } as never))).toBe(Code.FailedPrecondition);
+    expect(await outcome(service.resume({ id: 'c1' } as never))).toBe(Code.FailedPrecondition);
     await service.start({ id: 'c1', execId: '' } as never);
-    expect(await codeOf(service.start({ id: 'c1', execId: '' } as never))).toBe(Code.FailedPrecondition);
-    expect(await codeOf(service.delete({ id: 'c1', execId: '' } as never))).toBe(Code.FailedPrecondition);
+    expect(await outcome(service.start({ id: 'c1', execId: '' } as never))).toBe(Code.FailedPrecondition);
+    expect(await outcome(service.delete({ id: 'c1', execId: '' } as never))).toBe(Code.FailedPrecondition);
     await service.pause({ id: 'c1' } as never);
-    expect(await codeOf(service.pause({ id: 'c1' } as never))).toBe(Code.FailedPrecondition);
-    expect(await codeOf(service.exec({ id: 'c1', execId: 'e', terminal: false, stdin: '', stdout: '', stderr: '', spec: null } as never))).toBe(
+    expect(await outcome(service.pause({ id: 'c1' } as never))).toBe(Code.FailedPrecondition);
+    expect(await outcome(service.exec({ id: 'c1', execId: 'e', terminal: false, stdin: '', stdout: '', stderr: '', spec: null } as never))).toBe(
       Code.FailedPrecondition,
     );
     await service.resume({ id: 'c1' } as never);
-    expect(await codeOf(service.state({ id: 'nope', execId: '' } as never))).toBe(Code.NotFound);
-    expect(await codeOf(service.state({ id: 'c1', execId: 'nope' } as never))).toBe(Code.NotFound);
-    expect(await codeOf(service.kill({ id: 'c1', execId: 'nope', signal: 9, all: false } as never))).toBe(Code.NotFound);
+    expect(await outcome(service.state({ id: 'nope', execId: '' } as never))).toBe(Code.NotFound);
+    expect(await outcome(service.state({ id: 'c1', execId: 'nope' } as never))).toBe(Code.NotFound);
+    expect(await outcome(service.kill({ id: 'c1', execId: 'nope', signal: 9, all: false } as never))).toBe(Code.NotFound);
     await service.kill({ id: 'c1', execId: '', signal: 9, all: false } as never);
     await service.wait({ id: 'c1', execId: '' } as never);
-    expect(await codeOf(service.kill({ id: 'c1', execId: '', signal: 9, all: false } as never))).toBe(Code.NotFound);
-    expect(await codeOf(service.pause({ id: 'c1' } as never))).toBe(Code.FailedPrecondition);
+    expect(await outcome(service.kill({ id: 'c1', execId: '', signal: 9, all: false } as never))).toBe(Code.NotFound);
+    expect(await outcome(service.pause({ id: 'c1' } as never))).toBe(Code.FailedPrecondition);
     expect(sink.topics()).toContain('/tasks/paused');
     expect(sink.topics()).toContain('/tasks/resumed');
   });
@@ -90,8 +80,8 @@ describe('TaskService against a fake backend', () => {
     await service.start({ id: 'c1', execId: '' } as never);
     const execReq = { id: 'c1', execId: 'e1', terminal: false, stdin: '', stdout: '', stderr: '', spec: { typeUrl: 'x', value: Buffer.from('{}') } };
     await service.exec(execReq as never);
-    expect(await codeOf(service.exec(execReq as never))).toBe(Code.AlreadyExists);
-    expect(await codeOf(service.kill({ id: 'c1', execId: 'e1', signal: 15, all: false } as never))).toBe(Code.FailedPrecondition);
+    expect(await outcome(service.exec(execReq as never))).toBe(Code.AlreadyExists);
+    expect(await outcome(service.kill({ id: 'c1', execId: 'e1', signal: 15, all: false } as never))).toBe(Code.FailedPrecondition);
     const epid = (await service.start({ id: 'c1', execId: 'e1' } as never)).pid;
     expect(epid).toBeGreaterThan(0);
     const pids = await service.pids({ id: 'c1' } as never);
@@ -103,11 +93,11 @@ describe('TaskService against a fake backend', () => {
     await flush();
     const exits = sink.events.filter((e) => e.topic === '/tasks/exit').map((e) => e.event['id']);
     expect(exits).toEqual(['e1', 'c1']);
-    expect(await codeOf(service.start({ id: 'c1', execId: 'e1' } as never))).toBe(Code.FailedPrecondition);
+    expect(await outcome(service.start({ id: 'c1', execId: 'e1' } as never))).toBe(Code.FailedPrecondition);
     await service.delete({ id: 'c1', execId: 'e1' } as never);
-    expect(await codeOf(service.state({ id: 'c1', execId: 'e1' } as never))).toBe(Code.NotFound);
+    expect(await outcome(service.state({ id: 'c1', execId: 'e1' } as never))).toBe(Code.NotFound);
     // an exec id may be reused after delete... but not once the init is gone
-    expect(await codeOf(service.exec(execReq as never))).toBe(Code.FailedPrecondition);
+    expect(await outcome(service.exec(execReq as never))).toBe(Code.FailedPrecondition);
     expect(sink.topics().filter((t) => t.startsWith('/tasks/exec'))).toEqual(['/tasks/exec-added', '/tasks/exec-started']);
   });
 
@@ -146,13 +136,13 @@ describe('TaskService against a fake backend', () => {
     const c = backend.containers.get('c1')!;
     c.execs.get('bad')!.startGate = Promise.reject(new ShimError(Code.Unknown, 'OCI runtime exec failed'));
     const waitBad = service.wait({ id: 'c1', execId: 'bad' } as never);
-    expect(await codeOf(service.start({ id: 'c1', execId: 'bad' } as never))).toBe(Code.Unknown);
+    expect(await outcome(service.start({ id: 'c1', execId: 'bad' } as never))).toBe(Code.Unknown);
     expect((await waitBad).exitStatus).toBe(255);
     await service.exec(execReq('never'));
     const waitNever = service.wait({ id: 'c1', execId: 'never' } as never);
     await service.delete({ id: 'c1', execId: 'never' } as never);
     expect((await waitNever).exitStatus).toBe(0);
-    expect(await codeOf(service.exec(execReq('init')))).toBe(Code.InvalidArgument);
+    expect(await outcome(service.exec(execReq('init')))).toBe(Code.InvalidArgument);
   });
 
   it('publishes start before an exit that races it', async () => {
@@ -180,8 +170,8 @@ describe('TaskService against a fake backend', () => {
 
   it('rejects duplicate and malformed container ids', async () => {
     await create('a');
-    expect(await codeOf(create('a'))).toBe(Code.AlreadyExists);
-    expect(await codeOf(create('../etc'))).toBe(Code.InvalidArgument);
+    expect(await outcome(create('a'))).toBe(Code.AlreadyExists);
+    expect(await outcome(create('../etc'))).toBe(Code.InvalidArgument);
   });
 
   it('OOM hook publishes /tasks/oom', async () => {
