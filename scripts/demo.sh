@@ -9,7 +9,11 @@ repo=$(pwd)
 
 export DEBIAN_FRONTEND=noninteractive
 pkgs=(containerd runc busybox-static)
-command -v node >/dev/null || pkgs+=(nodejs npm)
+node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+if [ "$node_major" -lt 20 ]; then
+  echo "tshim needs Node.js 20 or newer on PATH (found: $(node --version 2>/dev/null || echo none))" >&2
+  exit 1
+fi
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
