@@ -154,6 +154,24 @@ describe('command line', () => {
     expect(text).toContain(`  Revision: ${revision}\n`);
   });
 
+  it('-info prints a RuntimeInfo with the runtime features runc reports, and the options it was given', async () => {
+    const run = await runShim(['-info'], { cwd, env, input: OBSERVED_OPTIONS_ANY });
+    expect(run.code, run.stderr).toBe(0);
+    const info = codec<{
+      name: string;
+      version: { version: string; revision: string };
+      options?: { typeUrl: string };
+      features?: { typeUrl: string; value: Buffer };
+    }>('containerd.types.RuntimeInfo').decode(run.stdout);
+    expect(info.name).toBe('io.containerd.tshim.v2');
+    expect(info.version.version).toMatch(/^\d+\.\d+\.\d+/);
+    expect(info.options?.typeUrl).toBe('containerd.runc.v1.Options');
+    expect(info.features?.typeUrl).toBe('types.containerd.io/opencontainers/runtime-spec/1/features/Features');
+    const features = JSON.parse(info.features!.value.toString('utf8')) as { ociVersionMin?: string; hooks?: string[] };
+    expect(features.ociVersionMin).toBeTruthy();
+    expect(features.hooks).toContain('prestart');
+  });
+
   it.each([
     ['an unknown flag', ['-bogus', 'start']],
     ['an unknown action', ['-namespace', 'x', '-id', 'y', 'frobnicate']],
