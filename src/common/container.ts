@@ -9,6 +9,7 @@ import { alreadyExists, failedPrecondition, notFound } from './errors';
 import { logger } from './log';
 import { ManagedProcess } from './process/process';
 import { toTimestamp } from './proto';
+import { settlesWithin } from './settle';
 
 export const TOPIC = {
   create: ['/tasks/create', 'containerd.events.TaskCreate'],
@@ -31,21 +32,6 @@ const NEVER_RAN_STATUS = 255;
 /** How long an exec may outlive its init before it is killed. */
 const EXEC_EXIT_GRACE_MS = 5000;
 
-function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => resolve(false), ms);
-    promise.then(
-      () => {
-        clearTimeout(timer);
-        resolve(true);
-      },
-      () => {
-        clearTimeout(timer);
-        resolve(true);
-      },
-    );
-  });
-}
 
 export class Container {
   readonly id: string;

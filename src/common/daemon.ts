@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { loadBackend, type Backend } from './backend';
-import { protocolFromEnv, socketPath } from './bootstrap';
+import { protocolFromEnv, socketPath, type Protocol } from './bootstrap';
 import type { ShimFlags } from './cli';
 import { Publisher } from './events';
 import { closeLogger, configureLogger, logger } from './log';
@@ -34,8 +34,9 @@ export async function runDaemon(flags: ShimFlags): Promise<void> {
   // not needed to serve it, so at info level it loads right after, overlapping runc's own work.
   if (flags.debug) ensureLogger();
   guardProcess(ensureLogger);
+  const protocol = protocolFromEnv();
   try {
-    await serve(flags, bundle);
+    await serve(flags, bundle, protocol);
   } catch (err) {
     ensureLogger();
     logger.error('shim failed to start', { error: err });
@@ -44,11 +45,11 @@ export async function runDaemon(flags: ShimFlags): Promise<void> {
   }
   setImmediate(() => {
     ensureLogger();
-    logger.info('starting signal loop', { pid: process.pid, protocol: protocolFromEnv() });
+    logger.info('starting signal loop', { pid: process.pid, protocol });
   });
 }
 
-async function serve(flags: ShimFlags, bundle: string): Promise<void> {
+async function serve(flags: ShimFlags, bundle: string, protocol: Protocol): Promise<void> {
   const publisher = new Publisher({
     namespace: flags.namespace,
     ttrpcAddress: process.env['TTRPC_ADDRESS'],
@@ -60,7 +61,6 @@ async function serve(flags: ShimFlags, bundle: string): Promise<void> {
   const listener = await openListener(flags);
   // Remembered now: in a group the address file may later be rewritten, and the socket is ours alone.
   const ownSocket = ownSocketPath(flags, bundle);
-  const protocol = protocolFromEnv();
 
   const service = new TaskService(backend, publisher, flags.namespace, {
     requestShutdown: () => {

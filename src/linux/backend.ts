@@ -4,7 +4,6 @@
  * become subreapers.
  */
 import * as fs from 'node:fs/promises';
-import * as path from 'node:path';
 import type {
   Backend,
   BackendContext,
@@ -55,9 +54,7 @@ class LinuxBackend implements Backend {
     const { bundle, id, namespace } = request;
     const options = await readSavedOptions(bundle);
     const runc = runtimeFor(options, namespace, bundle);
-    // runc, crun and youki keep one directory per container under --root; without it there is
-    // nothing to delete and the runtime's own start-up is saved on every clean teardown.
-    if (await exists(path.join(options.root, namespace, id))) {
+    if (await runc.hasState(id)) {
       await runc.delete(id, true).catch((err: unknown) => logger.warn('runtime delete --force', { id, error: err }));
     }
     await unmountAll(bundleFiles.rootfs(bundle)).catch((err: unknown) =>
@@ -78,13 +75,6 @@ class LinuxBackend implements Backend {
   async close(): Promise<void> {
     this.reaper?.stop();
   }
-}
-
-async function exists(file: string): Promise<boolean> {
-  return fs.access(file).then(
-    () => true,
-    () => false,
-  );
 }
 
 async function readSavedOptions(bundle: string): Promise<RuntimeOptions> {

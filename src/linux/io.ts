@@ -12,6 +12,7 @@ import { promises as fsp } from 'node:fs';
 import type net from 'node:net';
 import path from 'node:path';
 import { invalidArgument, ShimError, unknown } from '../common/errors';
+import { settlesWithin } from '../common/settle';
 import { pipe2 } from './libc';
 import { startBinaryLogger, type BinaryLogger, type BinaryLoggerTarget } from './io-binary';
 import {
@@ -171,15 +172,7 @@ class PipeProcessIO implements ProcessIO {
   }
 
   async drain(timeoutMs: number): Promise<void> {
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<void>((resolve) => {
-      timer = setTimeout(resolve, timeoutMs);
-    });
-    try {
-      await Promise.race([Promise.all(this.copies), timeout]);
-    } finally {
-      clearTimeout(timer);
-    }
+    await settlesWithin(Promise.all(this.copies), timeoutMs);
   }
 
   async close(): Promise<void> {
@@ -370,10 +363,10 @@ export async function openTerminalFifos(
       if (closed) return;
       closed = true;
       if (output && output.writableEnded && !output.destroyed) {
-        await Promise.race([
+        await settlesWithin(
           sink ? sink.finish() : new Promise<void>((resolve) => output.once('finish', resolve).once('close', resolve)),
-          new Promise<void>((resolve) => setTimeout(resolve, TERMINAL_FLUSH_MS).unref()),
-        ]);
+          TERMINAL_FLUSH_MS,
+        );
       }
       await release();
     },

@@ -125,29 +125,30 @@ let bindings: Bindings | undefined;
 
 function libc(): Bindings {
   if (bindings) return bindings;
-  const lib = ffi().load('libc.so.6');
+  const koffi = ffi();
+  const lib = koffi.load('libc.so.6');
   // struct winsize { unsigned short ws_row, ws_col, ws_xpixel, ws_ypixel; };
-  const winsize = ffi().struct('tshim_winsize', {
+  const winsize = koffi.struct('tshim_winsize', {
     ws_row: 'unsigned short',
     ws_col: 'unsigned short',
     ws_xpixel: 'unsigned short',
     ws_ypixel: 'unsigned short',
   });
   // struct iovec { void *iov_base; size_t iov_len; };
-  const iovec = ffi().struct('tshim_iovec', { iov_base: 'void *', iov_len: 'size_t' });
+  const iovec = koffi.struct('tshim_iovec', { iov_base: 'void *', iov_len: 'size_t' });
   // struct msghdr { void *msg_name; socklen_t msg_namelen; struct iovec *msg_iov; size_t msg_iovlen;
   //                 void *msg_control; size_t msg_controllen; int msg_flags; };
-  const msghdr = ffi().struct('tshim_msghdr', {
+  const msghdr = koffi.struct('tshim_msghdr', {
     msg_name: 'void *',
     msg_namelen: 'uint32_t',
-    msg_iov: ffi().pointer(iovec),
+    msg_iov: koffi.pointer(iovec),
     msg_iovlen: 'size_t',
     msg_control: 'void *',
     msg_controllen: 'size_t',
     msg_flags: 'int',
   });
   // struct cmsghdr { size_t cmsg_len; int cmsg_level; int cmsg_type; /* unsigned char data[]; */ };
-  const cmsghdr = ffi().struct('tshim_cmsghdr', { cmsg_len: 'size_t', cmsg_level: 'int', cmsg_type: 'int' });
+  const cmsghdr = koffi.struct('tshim_cmsghdr', { cmsg_len: 'size_t', cmsg_level: 'int', cmsg_type: 'int' });
   bindings = {
     // int prctl(int option, ...);
     prctl: lib.func('int prctl(int option, ...)'),
@@ -169,7 +170,7 @@ function libc(): Bindings {
     // int fcntl(int fd, int cmd, ...);
     fcntl: lib.func('int fcntl(int fd, int cmd, ...)'),
     // ssize_t recvmsg(int sockfd, struct msghdr *msg, int flags);
-    recvmsg: lib.func('recvmsg', 'intptr_t', ['int', ffi().inout(ffi().pointer(msghdr)), 'int']),
+    recvmsg: lib.func('recvmsg', 'intptr_t', ['int', koffi.inout(koffi.pointer(msghdr)), 'int']),
     // int close(int fd);
     close: lib.func('int close(int fd)'),
     // pid_t getpgid(pid_t pid);

@@ -5,7 +5,7 @@
  * The error text comes from runc's JSON log (last `level=error` line written by *this* call), else
  * from the exit status plus whatever runc printed, the way go-runc formats it.
  */
-import { Code, ShimError } from '../common/errors';
+import { Code, ShimError, PROCESS_ALREADY_FINISHED } from '../common/errors';
 
 /** The runc subcommands the shim runs; used for message prefixes. */
 export type RuncOp =
@@ -29,7 +29,6 @@ export type RuncOp =
  * Wire texts of the kill errors. The Go shim wraps errdefs.ErrNotFound with `%w`, so the status
  * message containerd receives carries the ": not found" suffix.
  */
-import { PROCESS_ALREADY_FINISHED } from '../common/errors';
 export { PROCESS_ALREADY_FINISHED };
 export const NO_SUCH_CONTAINER = 'no such container: not found';
 

@@ -227,6 +227,17 @@ export class Runc {
     this.config = { ...config, binary: config.binary || 'runc' };
   }
 
+  /**
+   * Whether the runtime still keeps state for `id`: runc, crun and youki hold one directory per
+   * container under --root. Lets teardown skip a runtime start-up when there is nothing to delete.
+   */
+  async hasState(id: string): Promise<boolean> {
+    return fsp.access(path.join(this.config.root, id)).then(
+      () => true,
+      () => false,
+    );
+  }
+
   async create(id: string, o: CreateOptions): Promise<void> {
     const { stdio, ...rest } = o;
     await this.must({ op: 'create', id, ...rest }, { stdio });

@@ -6,6 +6,7 @@
 import * as fs from 'node:fs';
 import type { StdioSpec } from '../common/backend';
 import { logger } from '../common/log';
+import { settlesWithin } from '../common/settle';
 import { ConsoleSocket, PtyRelay } from './console';
 import { createProcessIO, openTerminalFifos, type ProcessIO } from './io';
 
@@ -114,7 +115,7 @@ class TerminalStdio implements ProcessStdio {
     this.fifos.closeStdin();
   }
   async drain(timeoutMs: number): Promise<void> {
-    await Promise.race([this.relayDone, new Promise<void>((r) => setTimeout(r, timeoutMs).unref())]);
+    await settlesWithin(this.relayDone, timeoutMs);
   }
   async close(): Promise<void> {
     this.abort.abort();

@@ -241,10 +241,7 @@ describe.each(RUNTIMES)('logging and checkpoint with %s', (runtime) => {
 
       await cd.ctr(['tasks', 'kill', '-s', 'SIGKILL', id]);
       await waitForTaskStatus(cd, id, 'STOPPED');
-      const rm = await cd.ctr(['tasks', 'rm', id]);
-      expect(rm.stderr).toContain(`task ${id} exit with non-zero exit code 137`);
-      await cd.ctr(['containers', 'rm', id]);
-      expect(await findLeftovers(cd, id)).toEqual([]);
+      await removeStoppedTask(cd, id, 137);
     } finally {
       await events.stop();
       await removeContainer(cd, id);
@@ -273,10 +270,7 @@ describe.each(RUNTIMES)('logging and checkpoint with %s', (runtime) => {
       expect(checkpoints[0]).not.toContain('--leave-running');
       // The stand-in ends the container as a real dump would; the shim reports that exit as usual.
       await waitForTaskStatus(cd, id, 'STOPPED');
-      const rm = await cd.ctr(['tasks', 'rm', id]);
-      expect(rm.stderr).toContain(`task ${id} exit with non-zero exit code 137`);
-      await cd.ctr(['containers', 'rm', id]);
-      expect(await findLeftovers(cd, id)).toEqual([]);
+      await removeStoppedTask(cd, id, 137);
     } finally {
       await removeContainer(cd, id);
     }
@@ -286,3 +280,11 @@ describe.each(RUNTIMES)('logging and checkpoint with %s', (runtime) => {
     expect(await findLeftovers(bed().cd, names.prefix)).toEqual([]);
   });
 });
+
+/** `tasks rm` of a stopped task reports its exit status; then the container goes and nothing is left. */
+async function removeStoppedTask(cd: Containerd, id: string, status: number): Promise<void> {
+  const rm = await cd.ctr(['tasks', 'rm', id]);
+  expect(rm.stderr).toContain(`task ${id} exit with non-zero exit code ${status}`);
+  await cd.ctr(['containers', 'rm', id]);
+  expect(await findLeftovers(cd, id)).toEqual([]);
+}

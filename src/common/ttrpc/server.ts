@@ -6,6 +6,7 @@
 import type { Server as NetServer } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { ShimError, alreadyExists, invalidArgument, unimplemented } from '../errors';
+import { settlesWithin } from '../settle';
 import { DEFAULT_MAX_MESSAGE_BYTES } from './frame';
 import type { UnaryHandler } from './handler';
 import { ConnectionHost, ServerConnection } from './server-connection';
@@ -96,15 +97,7 @@ export class TtrpcServer {
     for (const server of this.listeners) this.closeListener(server);
     for (const conn of this.connections) conn.drain();
 
-    let timer: NodeJS.Timeout | undefined;
-    const expired = new Promise<void>((resolve) => {
-      timer = setTimeout(resolve, Math.max(0, timeoutMs));
-    });
-    try {
-      await Promise.race([this.onIdle(), expired]);
-    } finally {
-      clearTimeout(timer);
-    }
+    await settlesWithin(this.onIdle(), timeoutMs);
     // Whatever is still running past the grace period is cut off; handlers see their signal abort.
     for (const conn of [...this.connections]) conn.destroy();
     await this.onIdle();
