@@ -54,7 +54,7 @@ function openFailure(file: string, err: unknown): ShimError {
 }
 
 /** Ends `stream` and waits for its 'finish' (or its death); the caller releases handles after. */
-async function endQuietly(stream: Writable): Promise<void> {
+export async function endQuietly(stream: Writable): Promise<void> {
   if (stream.destroyed) return;
   stream.end();
   try {

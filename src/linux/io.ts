@@ -17,6 +17,7 @@ import { pipe2 } from './libc';
 import { startBinaryLogger, type BinaryLogger, type BinaryLoggerTarget } from './io-binary';
 import {
   closeFd,
+  endQuietly,
   openFileSink,
   openOutputSink,
   openStdinFifo,
@@ -309,7 +310,12 @@ export interface TerminalFifos {
   output?: NodeJS.WritableStream;
   /** releases the held stdin writer (CloseIO) */
   closeStdin(): void;
-  /** flushes output (≤2 s once the relay ended it), then releases everything */
+  /**
+   * The terminal's output is exhausted: flushes and closes our write end (FIFO, file or logger pipe)
+   * so the reader sees EOF now, not at Delete. Idempotent; never rejects.
+   */
+  endOutput(): Promise<void>;
+  /** flushes output (≤2 s once it was ended), then releases everything */
   close(): Promise<void>;
 }
 
@@ -357,17 +363,24 @@ export async function openTerminalFifos(
 
   const output = loggerOut ?? sink?.stream;
   let closed = false;
+  let outputEnded: Promise<void> | undefined;
+  const finishOutput = async (): Promise<void> => {
+    if (sink) return sink.finish();
+    if (!loggerOut) return;
+    await endQuietly(loggerOut);
+    loggerOut.destroy();
+  };
+  const endOutput = (): Promise<void> => {
+    outputEnded ??= finishOutput();
+    return outputEnded;
+  };
   const result: TerminalFifos = {
     closeStdin: () => stdin?.releaseWriter(),
+    endOutput,
     async close() {
       if (closed) return;
       closed = true;
-      if (output && output.writableEnded && !output.destroyed) {
-        await settlesWithin(
-          sink ? sink.finish() : new Promise<void>((resolve) => output.once('finish', resolve).once('close', resolve)),
-          TERMINAL_FLUSH_MS,
-        );
-      }
+      if (outputEnded) await settlesWithin(outputEnded, TERMINAL_FLUSH_MS);
       await release();
     },
   };

@@ -99,9 +99,14 @@ class TerminalStdio implements ProcessStdio {
     try {
       const master = await this.master;
       this.relay = new PtyRelay(master);
-      this.relayDone = this.relay.start(this.fifos.input, this.fifos.output ?? discard()).catch((err: unknown) => {
-        logger.warn('pty relay failed', { error: err });
-      });
+      // The output ends with the terminal, not at Delete: CRI's exec waits for EOF on the stdout FIFO
+      // before it sends Delete, so holding it open would hang `kubectl exec -it` after the process exits.
+      this.relayDone = this.relay
+        .start(this.fifos.input, this.fifos.output ?? discard())
+        .catch((err: unknown) => {
+          logger.warn('pty relay failed', { error: err });
+        })
+        .then(() => this.fifos.endOutput());
     } finally {
       this.releaseSetup();
       await this.socket.close();

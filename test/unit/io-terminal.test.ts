@@ -120,6 +120,46 @@ describe('openTerminalFifos', () => {
     await fifos.close();
   });
 
+  it('endOutput gives the stdout reader EOF with all output, before close, and is idempotent', async () => {
+    const stdout = fifo('t-end-stdout');
+    const reader = readFifo(stdout);
+    const fifos = await open({ stdout });
+    const big = 'y'.repeat(200_000);
+    (fifos.output as NodeJS.WritableStream).write(`${big}\r\n`);
+    const ended = fifos.endOutput();
+    expect(fifos.endOutput()).toBe(ended);
+    await ended;
+    // EOF arrived although close() (Delete) has not run: nothing else holds the write end.
+    expect((await reader).toString()).toBe(`${big}\r\n`);
+    await fifos.close();
+  });
+
+  it('endOutput closes a file:// target and ends a binary:// logger\'s input', async () => {
+    const file = path.join(dir, 'end.log');
+    const fileFifos = await open({ stdout: `file://${file}` });
+    (fileFifos.output as NodeJS.WritableStream).write('to-file\r\n');
+    await fileFifos.endOutput();
+    expect(fs.readFileSync(file, 'utf8')).toBe('to-file\r\n');
+    expect((fileFifos.output as fs.WriteStream).closed).toBe(true);
+
+    const logger = path.join(dir, 'eof-logger.sh');
+    const outFile = path.join(dir, 'logger-out');
+    const eofMarker = path.join(dir, 'logger-saw-eof');
+    fs.writeFileSync(
+      logger,
+      ['#!/bin/sh', 'exec 5>&-', `/bin/cat <&3 > ${outFile}`, `/bin/cat <&4 >> ${outFile}`, `touch ${eofMarker}`, 'exec sleep 30'].join('\n'),
+      { mode: 0o755 },
+    );
+    const fifos = await open({ stdout: `binary://${logger}` }, { id: 'c2', namespace: 'default' });
+    (fifos.output as NodeJS.WritableStream).write('through-logger\r\n');
+    await fifos.endOutput();
+    // The logger saw EOF on fd 3 and fd 4 while it still runs: close() (Delete) only stops it.
+    await waitFor(() => fs.existsSync(eofMarker));
+    expect(fs.readFileSync(outFile, 'utf8')).toBe('through-logger\r\n');
+    await fifos.close();
+    await fileFifos.close();
+  });
+
   it('refuses a binary:// logger without a process identity', async () => {
     const err = await openTerminalFifos({ stdin: '', stdout: 'binary:///bin/true', stderr: '', terminal: true }).catch(
       (e: unknown) => e,
