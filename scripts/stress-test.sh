@@ -32,7 +32,7 @@ for i in $(seq "$runs"); do
   log="$logdir/run-$i.log"
   start=$(date +%s)
   if npx vitest run "$@" >"$log" 2>&1; then
-    echo "stress: run $i/$runs passed in $(( $(date +%s) - start ))s: $(grep -E '^ +Tests ' "$log" | sed 's/\x1b\[[0-9;]*m//g' | tr -s ' ')"
+    echo "stress: run $i/$runs passed in $(( $(date +%s) - start ))s: $(sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -E '^ +Tests ' | tr -s ' ')"
   else
     echo "stress: run $i/$runs FAILED after $(( $(date +%s) - start ))s; failures:"
     sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -E '^ *(FAIL|×)|AssertionError|Error:' | head -40
