@@ -293,6 +293,9 @@ async function peel(target: string): Promise<void> {
         await new Promise((resolve) => setTimeout(resolve, UNMOUNT_BUSY_DELAY_MS));
         continue;
       }
+      // errno is read after the call returns to JavaScript, and V8 may have run (and set errno) in
+      // between: an unmount reported as ENOMEM was seen here. The mount table has the last word.
+      if (!(await isMountPoint(target))) return;
       throw unknown(`unmount ${target}: ${message(err)}`, err);
     }
   }
@@ -319,6 +322,10 @@ async function unmountFuse(target: string): Promise<boolean> {
 interface MountInfoEntry {
   mountPoint: string;
   fsType: string;
+}
+
+async function isMountPoint(target: string): Promise<boolean> {
+  return (await readMountInfo()).some((m) => m.mountPoint === target);
 }
 
 async function readMountInfo(): Promise<MountInfoEntry[]> {

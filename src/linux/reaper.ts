@@ -14,7 +14,7 @@
  * stray sweep can run between a container process's exit and the moment its pid becomes known.
  */
 import { readFileSync, readdirSync, statSync } from 'node:fs';
-import { ShimError, errnoCode, failedPrecondition, internal, invalidArgument } from '../common/errors';
+import { ShimError, failedPrecondition, internal, invalidArgument } from '../common/errors';
 import { setChildSubreaper, waitpidNoHang, type WaitResult } from './libc';
 import { isNodeChild } from './spawn';
 
@@ -124,11 +124,10 @@ export class Reaper {
     let result: WaitResult | undefined;
     try {
       result = waitpidNoHang(pid);
-    } catch (err) {
-      if (errnoCode(err) !== 'ECHILD') {
-        this.settle(pid, watch, internal(`waitpid(${pid}): ${message(err)}`, err));
-        return;
-      }
+    } catch {
+      // ECHILD: not (or no longer) our child. Any other errno is treated alike rather than failing
+      // the watch: errno is read back in JavaScript, after V8 may have run, so it is not fully to be
+      // trusted, and a zombie that is still ours is found again by the /proc poll this starts.
       result = this.takeStray(pid) ?? this.foreignExit(pid, watch);
     }
     if (result) this.settle(pid, watch, result);
