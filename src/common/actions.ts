@@ -40,6 +40,11 @@ export async function runCommand(command: Command, io: ActionIO): Promise<number
       await runDaemon(command.flags);
       return -1;
     }
+    case 'spare': {
+      const { runSpare } = await import('./daemon');
+      await runSpare(command.flags);
+      return -1;
+    }
   }
 }
 

@@ -122,6 +122,22 @@ export interface BackendContext {
   debug: boolean;
 }
 
+/** What a daemon does before it serves, whether launched by `start` or adopted as a spare. */
+export interface PlatformDaemon {
+  /** Loads now what the first Create would load. */
+  warmUp(): Promise<void>;
+  /** Sends the process's own stderr to containerd's log FIFO of the bundle it serves. */
+  redirectStderr(fifoPath: string): void;
+}
+
+export async function loadPlatformDaemon(): Promise<PlatformDaemon> {
+  if (process.platform !== 'linux') {
+    throw new ShimError(Code.Unimplemented, `no tshim backend for platform ${process.platform} in this build`);
+  }
+  const { warmUp, redirectStderr } = await import('../linux/backend');
+  return { warmUp, redirectStderr };
+}
+
 /**
  * The only place that imports a platform folder. Loaded lazily so `start` never pays for it.
  */

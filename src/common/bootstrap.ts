@@ -9,6 +9,9 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import type { ShimFlags } from './cli';
+import {
+  ADOPTION_VERSION, plainEnv, requestAdoption, spareEnabled, spareSocketPath, type AdoptionRequest,
+} from './spare';
 
 export const DEFAULT_SOCKET_DIR = '/run/containerd/s';
 const UNIX_PATH_MAX = 106;
@@ -54,6 +57,8 @@ export function startOutput(address: string, protocol: Protocol): string {
 
 export interface StartInputs {
   flags: ShimFlags;
+  /** the environment containerd gave us (default: process.env) */
+  env?: NodeJS.ProcessEnv;
   bundle: string;
   /** raw stdin: an options Any, a 2.3 BootstrapParams, or nothing */
   stdin: Buffer;
@@ -68,13 +73,25 @@ export async function runStart(inputs: StartInputs): Promise<StartResult> {
   if (!flags.namespace) throw new Error('start: -namespace is required');
   const { parseStartStdin, decodeOptions } = await import('./options');
   const parsed = parseStartStdin(inputs.stdin, flags.id);
-  const { shimCgroup } = await decodeOptions(parsed.options);
+  const { shimCgroup, noSpareDaemon } = await decodeOptions(parsed.options);
   const dir = parsed.bootstrap?.socketDir || DEFAULT_SOCKET_DIR;
   const address = socketAddress(flags.address, flags.namespace, groupingKey(bundle, flags.id), dir);
   const sockPath = socketPath(address);
   if (Buffer.byteLength(sockPath) > UNIX_PATH_MAX) throw new Error(`socket path ${sockPath} is too long`);
+  const env = inputs.env ?? process.env;
+  const spare = spareEnabled(env, !noSpareDaemon)
+    ? spareSocketPath(dir, inputs.selfCommand, flags.address, inputs.protocol)
+    : undefined;
 
   fs.mkdirSync(path.dirname(sockPath), { recursive: true, mode: 0o700 });
+  // A socket that exists is most likely a live daemon of the same pod: reuse it without asking a spare.
+  const adopted = spare && !fs.existsSync(sockPath) ? await adoptSpare(inputs, spare, sockPath, env) : undefined;
+  if (adopted !== undefined) {
+    writeAddressFile(bundle, address);
+    await placeOrKill(adopted, shimCgroup, sockPath);
+    await spawnSpareQuietly(inputs, spare as string);
+    return { output: startOutput(address, inputs.protocol), address };
+  }
   const listener = await listenOrReuse(sockPath);
   if (listener === 'reused') {
     writeAddressFile(bundle, address);
@@ -83,21 +100,83 @@ export async function runStart(inputs: StartInputs): Promise<StartResult> {
   try {
     writeAddressFile(bundle, address);
     const pid = spawnDaemon(inputs, listener);
-    try {
-      await placeDaemon(pid, shimCgroup);
-    } catch (err) {
-      // A daemon we cannot place must not live on: a retry would find it and reuse it unplaced.
-      killQuietly(pid);
-      fs.rmSync(sockPath, { force: true });
-      throw err;
-    }
+    await placeOrKill(pid, shimCgroup, sockPath);
   } finally {
     // The daemon owns the socket now. Closing a Node unix server unlinks its path, so our copy
     // is only unref'd: it goes away with this process.
     listener.unref();
   }
+  if (spare) await spawnSpareQuietly(inputs, spare);
   return { output: startOutput(address, inputs.protocol), address };
 }
+
+/** A daemon we cannot place must not live on: a retry would find it and reuse it unplaced. */
+async function placeOrKill(pid: number, shimCgroup: string, sockPath: string): Promise<void> {
+  try {
+    await placeDaemon(pid, shimCgroup);
+  } catch (err) {
+    killQuietly(pid);
+    fs.rmSync(sockPath, { force: true });
+    throw err;
+  }
+}
+
+/**
+ * Hands the container to the spare daemon, if one is idle. Resolves with the adopted daemon's pid,
+ * or undefined when `start` must launch a daemon itself (no spare, a busy or broken one, or a live
+ * daemon already serving this socket, which the normal path then reuses).
+ */
+async function adoptSpare(inputs: StartInputs, spare: string, sockPath: string, env: NodeJS.ProcessEnv): Promise<number | undefined> {
+  const { flags } = inputs;
+  const request: AdoptionRequest = {
+    v: ADOPTION_VERSION,
+    namespace: flags.namespace,
+    id: flags.id,
+    bundle: path.resolve(inputs.bundle),
+    address: flags.address,
+    publishBinary: flags.publishBinary,
+    debug: flags.debug,
+    socket: sockPath,
+    protocol: inputs.protocol,
+    env: plainEnv({ ...env, TSHIM_PROTOCOL: inputs.protocol }),
+  };
+  const reply = await requestAdoption(spare, request);
+  return reply?.ok ? reply.pid : undefined;
+}
+
+/**
+ * Starts the next spare. Never fails `start`: the spare is an optimisation, and when another start
+ * is making one at the same moment, the socket is simply in use and this one is skipped.
+ */
+async function spawnSpareQuietly(inputs: StartInputs, spare: string): Promise<void> {
+  let listener: net.Server | undefined;
+  try {
+    const taken = await listenOrReuse(spare);
+    if (taken === 'reused') return; // another start made one a moment ago
+    listener = taken;
+    const { flags } = inputs;
+    const [command, ...prefix] = inputs.selfCommand;
+    const args = [...prefix, '-spare', SPARE_TITLE_ROOM, '-address', flags.address];
+    const child = spawn(command!, args, {
+      cwd: '/',
+      detached: true,
+      stdio: ['ignore', 'ignore', 'ignore', listenerFd(listener)],
+      env: { ...(inputs.env ?? process.env), TSHIM_PROTOCOL: inputs.protocol },
+    });
+    child.on('error', () => undefined);
+    child.unref();
+  } catch {
+    // no spare this time; the next start tries again
+  } finally {
+    listener?.unref();
+  }
+}
+
+/**
+ * A spare's argv reserves room for the title it takes on adoption (`-namespace … -id …`), so `ps`
+ * shows which container an adopted daemon serves, as it does for a daemon launched by `start`.
+ */
+const SPARE_TITLE_ROOM = '.'.repeat(200);
 
 /** Listens on `sockPath`, or reports that a live shim already serves it (grouping). */
 async function listenOrReuse(sockPath: string): Promise<net.Server | 'reused'> {
@@ -113,7 +192,7 @@ async function listenOrReuse(sockPath: string): Promise<net.Server | 'reused'> {
   throw new Error(`socket ${sockPath} stays in use`);
 }
 
-function listenPrivately(sockPath: string): Promise<net.Server> {
+export function listenPrivately(sockPath: string): Promise<net.Server> {
   return new Promise((resolve, reject) => {
     const server = net.createServer();
     // The socket file is created 0600 from the start: no window where others may connect.

@@ -18,6 +18,7 @@ export type Command =
   | { kind: 'start'; flags: ShimFlags }
   | { kind: 'delete'; flags: ShimFlags }
   | { kind: 'serve'; flags: ShimFlags }
+  | { kind: 'spare'; flags: ShimFlags }
   | { kind: 'version' }
   | { kind: 'info'; flags: ShimFlags }
   | { kind: 'usage'; error?: string };
@@ -29,6 +30,8 @@ const STRING_FLAGS: Readonly<Record<string, keyof ShimFlags>> = {
   'publish-binary': 'publishBinary',
   bundle: 'bundle',
   socket: 'socket',
+  // tshim's own: run as an idle spare daemon (spare.ts); the value only reserves room for the title.
+  spare: 'socket',
   // containerd 2.x passes a debug socket; accepted and ignored so newer daemons can start us.
   'debug-socket': 'socket',
 };
@@ -66,6 +69,7 @@ export function parseArgs(argv: readonly string[]): Command {
   let action: string | undefined;
   let wantVersion = false;
   let wantInfo = false;
+  let wantSpare = false;
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     if (action !== undefined || !arg.startsWith('-') || arg === '-') {
@@ -98,13 +102,14 @@ export function parseArgs(argv: readonly string[]): Command {
       if (i + 1 >= argv.length) return { kind: 'usage', error: `flag needs an argument: -${name}` };
       value = argv[++i]!;
     }
-    if (name !== 'debug-socket') (flags[key] as string) = value;
+    if (name === 'spare') wantSpare = true;
+    else if (name !== 'debug-socket') (flags[key] as string) = value;
   }
   if (wantVersion) return { kind: 'version' };
   if (wantInfo) return { kind: 'info', flags };
   switch (action) {
     case undefined:
-      return { kind: 'serve', flags };
+      return wantSpare ? { kind: 'spare', flags } : { kind: 'serve', flags };
     case 'start':
       return { kind: 'start', flags };
     case 'delete':

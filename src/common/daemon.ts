@@ -5,8 +5,8 @@
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
-import { loadBackend, type Backend } from './backend';
-import { protocolFromEnv, socketPath, type Protocol } from './bootstrap';
+import { loadBackend, loadPlatformDaemon, type Backend, type PlatformDaemon } from './backend';
+import { listenPrivately, protocolFromEnv, socketPath, type Protocol } from './bootstrap';
 import type { ShimFlags } from './cli';
 import { Publisher } from './events';
 import { closeLogger, configureLogger, logger } from './log';
@@ -14,55 +14,225 @@ import { TaskService } from './service';
 import { taskHandlers } from './task-handlers';
 import { TtrpcServer } from './ttrpc/server';
 import { TASK_SERVICE_V2, TASK_SERVICE_V3 } from './types';
-import { RUNTIME_TYPE } from './version';
+import {
+  DEFAULT_CONTAINERD_CHECK_MS, DEFAULT_SPARE_IDLE_MS, parseAdoptionRequest, readLine, secondsFromEnv,
+  type AdoptionReply, type AdoptionRequest,
+} from './spare';
+import { RUNTIME_TYPE, SHIM_NAME } from './version';
 
 const SHUTDOWN_GRACE_MS = 5000;
+/** How long a spare waits for the rest of an adoption request once `start` has connected. */
+const ADOPTION_READ_MS = 5000;
 
-export async function runDaemon(flags: ShimFlags): Promise<void> {
-  const bundle = flags.bundle || process.cwd();
-  let logReady = false;
-  const ensureLogger = (): void => {
-    if (logReady) return;
-    logReady = true;
+/** What a daemon serves and for whom: from argv/cwd/env at launch, or from an adoption request. */
+interface DaemonIdentity {
+  namespace: string;
+  id: string;
+  address: string;
+  publishBinary: string;
+  debug: boolean;
+  bundle: string;
+  ttrpcAddress: string | undefined;
+  protocol: Protocol;
+}
+
+/** The daemon's logger is configured once it knows its bundle, and at info level only when needed. */
+class DaemonLog {
+  private ready = false;
+  constructor(private identity?: DaemonIdentity) {}
+
+  adopt(identity: DaemonIdentity): void {
+    this.identity = identity;
+  }
+
+  readonly ensure = (): void => {
+    if (this.ready || !this.identity) return;
+    this.ready = true;
     configureLogger({
-      level: flags.debug ? 'debug' : 'info',
-      fifoPath: path.join(bundle, 'log'),
-      fields: { namespace: flags.namespace, id: flags.id, runtime: RUNTIME_TYPE },
+      level: this.identity.debug ? 'debug' : 'info',
+      fifoPath: path.join(this.identity.bundle, 'log'),
+      fields: { namespace: this.identity.namespace, id: this.identity.id, runtime: RUNTIME_TYPE },
     });
   };
+}
+
+export async function runDaemon(flags: ShimFlags): Promise<void> {
+  const identity: DaemonIdentity = {
+    namespace: flags.namespace,
+    id: flags.id,
+    address: flags.address,
+    publishBinary: flags.publishBinary,
+    debug: flags.debug,
+    bundle: flags.bundle || process.cwd(),
+    ttrpcAddress: process.env['TTRPC_ADDRESS'],
+    protocol: protocolFromEnv(),
+  };
+  const log = new DaemonLog(identity);
   // containerd's first Create waits for everything before the transport is attached; winston is
   // not needed to serve it, so at info level it loads right after, overlapping runc's own work.
-  if (flags.debug) ensureLogger();
-  guardProcess(ensureLogger);
-  const protocol = protocolFromEnv();
+  if (flags.debug) log.ensure();
+  guardProcess(log.ensure);
   try {
-    await serve(flags, bundle, protocol);
+    const backend = await loadBackend({ namespace: flags.namespace, debug: flags.debug });
+    const listener = await openListener(flags);
+    // Remembered now: in a group the address file may later be rewritten, and the socket is ours alone.
+    await serve(identity, backend, listener, ownSocketPath(flags, identity.bundle));
   } catch (err) {
-    ensureLogger();
-    logger.error('shim failed to start', { error: err });
-    await closeLogger();
+    await failedToStart(log, err);
     throw err;
   }
+  announce(log, identity);
+}
+
+async function failedToStart(log: DaemonLog, err: unknown): Promise<void> {
+  log.ensure();
+  logger.error('shim failed to start', { error: err });
+  await closeLogger();
+}
+
+function announce(log: DaemonLog, identity: DaemonIdentity): void {
   setImmediate(() => {
-    ensureLogger();
-    logger.info('starting signal loop', { pid: process.pid, protocol });
+    log.ensure();
+    logger.info('starting signal loop', { pid: process.pid, protocol: identity.protocol });
   });
 }
 
-async function serve(flags: ShimFlags, bundle: string, protocol: Protocol): Promise<void> {
-  const publisher = new Publisher({
-    namespace: flags.namespace,
-    ttrpcAddress: process.env['TTRPC_ADDRESS'],
-    publishBinary: flags.publishBinary,
-    containerdAddress: flags.address,
-  });
-  const backend = await loadBackend({ namespace: flags.namespace, debug: flags.debug });
-  let stopping: Promise<void> | undefined;
-  const listener = await openListener(flags);
-  // Remembered now: in a group the address file may later be rewritten, and the socket is ours alone.
-  const ownSocket = ownSocketPath(flags, bundle);
+/**
+ * A spare daemon (spare.ts): everything a daemon loads is loaded now, then it idles on the socket
+ * `start` handed it as fd 3 until a `start` asks it to serve a container, or until it retires:
+ * idle too long, its containerd gone, or SIGTERM. Only its first successful adoption counts; after
+ * that it is an ordinary daemon and its spare socket is gone.
+ */
+export async function runSpare(flags: ShimFlags): Promise<void> {
+  const log = new DaemonLog();
+  guardProcess(log.ensure);
+  const platform = await loadPlatformDaemon();
+  await platform.warmUp();
+  if (protocolFromEnv() === 'grpc') await import('./grpc');
+  const spareListener = await openListener({ ...flags, socket: '' });
+  spareListener.on('error', () => undefined); // accept errors (EMFILE) cost one adoption, not the spare
 
-  const service = new TaskService(backend, publisher, flags.namespace, {
+  const retire = (): void => {
+    spareListener.close(); // unlinks the spare socket
+    process.exit(0);
+  };
+  const idle = setTimeout(retire, secondsFromEnv(process.env, 'TSHIM_SPARE_IDLE_SECONDS', DEFAULT_SPARE_IDLE_MS));
+  const check = setInterval(() => {
+    void containerdAnswers(flags.address).then((alive) => {
+      if (!alive) retire();
+    });
+  }, secondsFromEnv(process.env, 'TSHIM_SPARE_CHECK_SECONDS', DEFAULT_CONTAINERD_CHECK_MS));
+  process.on('SIGTERM', retire);
+  process.on('SIGINT', retire);
+
+  let adopting = false;
+  const answer = (socket: net.Socket, reply: AdoptionReply): void => {
+    if (!socket.destroyed) socket.end(`${JSON.stringify(reply)}\n`);
+  };
+  spareListener.on('connection', (socket: net.Socket) => {
+    socket.on('error', () => undefined);
+    void (async () => {
+      let request: AdoptionRequest;
+      try {
+        request = parseAdoptionRequest(await readLine(socket, ADOPTION_READ_MS));
+      } catch (err) {
+        // a liveness probe (connect, hang up) lands here too
+        answer(socket, { ok: false, code: 'INVALID', message: errorMessage(err) });
+        return;
+      }
+      if (adopting) {
+        answer(socket, { ok: false, code: 'BUSY', message: 'this spare is being adopted by another start' });
+        return;
+      }
+      adopting = true;
+      let listener: net.Server;
+      try {
+        listener = await listenPrivately(request.socket);
+      } catch (err) {
+        adopting = false;
+        const code = (err as NodeJS.ErrnoException).code === 'EADDRINUSE' ? 'EADDRINUSE' : 'FAILED';
+        answer(socket, { ok: false, code, message: errorMessage(err) });
+        return;
+      }
+      clearTimeout(idle);
+      clearInterval(check);
+      process.off('SIGTERM', retire);
+      process.off('SIGINT', retire);
+      spareListener.close(); // the next start makes a new spare; nobody else may adopt this one
+      const identity = takeIdentity(request, platform);
+      log.adopt(identity);
+      if (identity.debug) log.ensure();
+      try {
+        const backend = await loadBackend({ namespace: identity.namespace, debug: identity.debug });
+        await serve(identity, backend, listener, request.socket);
+      } catch (err) {
+        answer(socket, { ok: false, code: 'FAILED', message: errorMessage(err) });
+        listener.close();
+        await failedToStart(log, err);
+        process.exit(1);
+      }
+      answer(socket, { ok: true, pid: process.pid });
+      announce(log, identity);
+    })();
+  });
+}
+
+/**
+ * Becomes, as far as anything can tell, the daemon `start` would have launched for `request`: its
+ * environment, working directory (the bundle), stderr (the bundle's log FIFO) and, for `ps`, a
+ * title with the flags a launched daemon has in its argv.
+ */
+function takeIdentity(request: AdoptionRequest, platform: PlatformDaemon): DaemonIdentity {
+  for (const key of Object.keys(process.env)) delete process.env[key];
+  Object.assign(process.env, request.env);
+  process.chdir(request.bundle);
+  platform.redirectStderr(path.join(request.bundle, 'log'));
+  try {
+    process.title = `${SHIM_NAME} -namespace ${request.namespace} -id ${request.id} -address ${request.address}`;
+  } catch {
+    // a title is a courtesy
+  }
+  return {
+    namespace: request.namespace,
+    id: request.id,
+    address: request.address,
+    publishBinary: request.publishBinary,
+    debug: request.debug,
+    bundle: request.bundle,
+    ttrpcAddress: request.env['TTRPC_ADDRESS'],
+    protocol: request.protocol,
+  };
+}
+
+/** False once containerd's socket is gone or refuses connections: a spare for it is useless. */
+function containerdAnswers(address: string): Promise<boolean> {
+  if (!address) return Promise.resolve(true);
+  return new Promise((resolve) => {
+    const socket = net.connect(address.replace(/^unix:\/\//, ''));
+    const done = (alive: boolean): void => {
+      socket.destroy();
+      resolve(alive);
+    };
+    socket.once('connect', () => done(true));
+    socket.once('error', (err: NodeJS.ErrnoException) => done(err.code !== 'ENOENT' && err.code !== 'ECONNREFUSED'));
+    socket.setTimeout(5000, () => done(true));
+  });
+}
+
+function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+async function serve(identity: DaemonIdentity, backend: Backend, listener: net.Server, ownSocket: string | undefined): Promise<void> {
+  const publisher = new Publisher({
+    namespace: identity.namespace,
+    ttrpcAddress: identity.ttrpcAddress,
+    publishBinary: identity.publishBinary,
+    containerdAddress: identity.address,
+  });
+  let stopping: Promise<void> | undefined;
+
+  const service = new TaskService(backend, publisher, identity.namespace, {
     requestShutdown: () => {
       // Let the Shutdown reply leave before the transport closes.
       setImmediate(() => void (stopping ??= stop()));
@@ -70,7 +240,7 @@ async function serve(flags: ShimFlags, bundle: string, protocol: Protocol): Prom
   });
   const handlers = taskHandlers(service);
   let closeTransport: () => Promise<void>;
-  if (protocol === 'grpc') {
+  if (identity.protocol === 'grpc') {
     const { createGrpcTaskServer } = await import('./grpc');
     const grpcServer = createGrpcTaskServer([TASK_SERVICE_V2, TASK_SERVICE_V3], handlers);
     listener.on('connection', (socket) => grpcServer.inject(socket));
@@ -82,6 +252,7 @@ async function serve(flags: ShimFlags, bundle: string, protocol: Protocol): Prom
     ttrpc.attach(listener);
     closeTransport = () => ttrpc.shutdown(SHUTDOWN_GRACE_MS);
   }
+  listener.on('error', (err) => logger.error('listener error', { error: err }));
 
   async function stop(): Promise<void> {
     logger.info('shim shutting down');
@@ -115,7 +286,6 @@ async function openListener(flags: ShimFlags): Promise<net.Server> {
       server.listen({ fd: 3 }, () => resolve());
     }
   });
-  server.on('error', (err) => logger.error('listener error', { error: err }));
   return server;
 }
 

@@ -23,6 +23,8 @@ export interface RuntimeOptions {
   criuPath: string;
   criuImagePath: string;
   criuWorkPath: string;
+  /** tshim's own: never adopt or keep a spare daemon for this runtime (see spare.ts) */
+  noSpareDaemon: boolean;
 }
 
 export const DEFAULT_OPTIONS: RuntimeOptions = Object.freeze({
@@ -37,6 +39,7 @@ export const DEFAULT_OPTIONS: RuntimeOptions = Object.freeze({
   criuPath: '',
   criuImagePath: '',
   criuWorkPath: '',
+  noSpareDaemon: false,
 });
 
 export const RUNC_OPTIONS_TYPE = 'containerd.runc.v1.Options';
@@ -109,6 +112,7 @@ const TOML_KEYS: Record<string, [OptionKey, FieldKind]> = {
   CriuPath: ['criuPath', 'string'],
   CriuImagePath: ['criuImagePath', 'string'],
   CriuWorkPath: ['criuWorkPath', 'string'],
+  NoSpareDaemon: ['noSpareDaemon', 'bool'],
 };
 
 function isTable(v: unknown): v is Record<string, unknown> {
@@ -220,6 +224,7 @@ const JSON_KEYS: Record<OptionKey, string> = {
   criuPath: 'criu_path',
   criuImagePath: 'criu_image_path',
   criuWorkPath: 'criu_work_path',
+  noSpareDaemon: 'no_spare_daemon',
 };
 
 export function toOptionsJson(o: RuntimeOptions): string {

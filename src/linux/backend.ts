@@ -3,6 +3,7 @@
  * The reaper starts with the first container, so the short-lived `delete` and `-info` runs never
  * become subreapers.
  */
+import { closeSync, constants as fsConstants, openSync } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import type {
   Backend,
@@ -17,6 +18,7 @@ import { logger } from '../common/log';
 import { decodeOptions, fromOptionsJson, DEFAULT_OPTIONS, type RuntimeOptions } from '../common/options';
 import type { AnyMessage } from '../common/proto';
 import { bundleFiles, readPidFile, runtimeFor } from './bundle';
+import { dup2, loadLibc } from './libc';
 import { unmountAll } from './mount';
 import { Reaper } from './reaper';
 import { Runc } from './runc';
@@ -25,6 +27,32 @@ const FEATURES_TYPE_URL = 'types.containerd.io/opencontainers/runtime-spec/1/fea
 
 export function createLinuxBackend(_context: BackendContext): Backend {
   return new LinuxBackend();
+}
+
+/**
+ * Loads now what the first Create would load (container machinery, koffi and libc), for a spare
+ * daemon that does its loading before any container is handed to it.
+ */
+export async function warmUp(): Promise<void> {
+  await import('./container');
+  loadLibc();
+}
+
+/**
+ * Points fd 2 at the bundle's `log` FIFO, where a daemon launched by `start` has its stderr, so
+ * what the runtime itself prints when it dies (V8 out of memory, aborts) reaches containerd's log.
+ * Best effort: no FIFO or no reader means stderr stays where it was.
+ */
+export function redirectStderr(fifoPath: string): void {
+  let fd: number | undefined;
+  try {
+    fd = openSync(fifoPath, fsConstants.O_WRONLY | fsConstants.O_NONBLOCK);
+    dup2(fd, 2);
+  } catch (err) {
+    logger.debug('stderr stays unredirected', { path: fifoPath, error: err });
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
 }
 
 class LinuxBackend implements Backend {

@@ -113,6 +113,7 @@ interface Bindings {
   fcntl: Fn;
   recvmsg: Fn;
   close: Fn;
+  dup3: Fn;
   getpgid: Fn;
   setsid: Fn;
   getpagesize: Fn;
@@ -173,6 +174,8 @@ function libc(): Bindings {
     recvmsg: lib.func('recvmsg', 'intptr_t', ['int', koffi.inout(koffi.pointer(msghdr)), 'int']),
     // int close(int fd);
     close: lib.func('int close(int fd)'),
+    // int dup3(int oldfd, int newfd, int flags);
+    dup3: lib.func('int dup3(int oldfd, int newfd, int flags)'),
     // pid_t getpgid(pid_t pid);
     getpgid: lib.func('int getpgid(int pid)'),
     // pid_t setsid(void);
@@ -313,6 +316,19 @@ export function dup(fd: number): number {
   const r = libc().fcntl(fd, F_DUPFD_CLOEXEC, 'int', 0);
   if (r < 0) fail('fcntl');
   return r;
+}
+
+/**
+ * dup3(oldfd, newfd, 0): makes `newfd` (e.g. 2, stderr) refer to `oldfd`'s open file, atomically
+ * replacing what `newfd` was. Without O_CLOEXEC, as stdio must be.
+ */
+export function dup2(oldfd: number, newfd: number): void {
+  if (libc().dup3(oldfd, newfd, 0) < 0) fail('dup3');
+}
+
+/** Loads koffi and binds libc now, so a later first call does not pay for it (spare daemons). */
+export function loadLibc(): void {
+  libc();
 }
 
 /** close(2) for descriptors that no Node handle owns (e.g. one received with recvFd). */

@@ -165,6 +165,14 @@ export async function startContainerd(): Promise<Containerd> {
           // exited meanwhile
         }
       }
+      // An idle spare outlives its containerd by up to one liveness check; it is ours to end now.
+      for (const spare of await spareProcesses(cd)) {
+        try {
+          process.kill(spare.pid, 'SIGTERM');
+        } catch {
+          // retired meanwhile
+        }
+      }
       if (!daemonExit) {
         process.kill(pid, 'SIGTERM');
         const stopped = await Promise.race([daemonExited.then(() => true), delay(10_000).then(() => false)]);
@@ -243,14 +251,27 @@ export async function waitForTaskStatus(cd: Containerd, id: string, status: stri
   }
 }
 
-/** Shim processes started by this containerd: their argv carries `-address <our socket>`. */
+/** Whether `argv` is a shim process started for containerd `cd` (it carries `-address <our socket>`). */
+function isShimOf(cd: Pick<Containerd, 'address'>, argv: string[]): boolean {
+  const at = argv.indexOf('-address');
+  return at >= 0 && argv[at + 1] === cd.address;
+}
+
+/**
+ * Shim daemons serving containers of this containerd. An idle tshim spare (`-spare`, no container
+ * yet) is not one: it is started ahead of need and belongs to the containerd, see spareProcesses.
+ */
 export async function shimProcesses(cd: Containerd, idPrefix = ''): Promise<ProcessInfo[]> {
   return processesMatching((argv) => {
-    const at = argv.indexOf('-address');
-    if (at < 0 || argv[at + 1] !== cd.address) return false;
+    if (!isShimOf(cd, argv) || argv.includes('-spare')) return false;
     const idAt = argv.indexOf('-id');
     return idPrefix === '' || (idAt >= 0 && (argv[idAt + 1] ?? '').startsWith(idPrefix));
   });
+}
+
+/** Idle tshim spare daemons of this containerd (src/common/spare.ts). */
+export async function spareProcesses(cd: Pick<Containerd, 'address'>): Promise<ProcessInfo[]> {
+  return processesMatching((argv) => isShimOf(cd, argv) && argv.includes('-spare'));
 }
 
 async function waitForShimsGone(cd: Containerd, timeoutMs: number, idPrefix = ''): Promise<ProcessInfo[]> {

@@ -78,6 +78,7 @@ describe('decodeOptions', () => {
       criuPath: '/usr/sbin/criu',
       criuImagePath: '/img',
       criuWorkPath: '/work',
+      noSpareDaemon: false,
     };
     expect(await decodeOptions(any)).toEqual(expected);
   });
@@ -212,6 +213,7 @@ describe('parseTomlOptions', () => {
       'CriuPath = "/c"',
       'CriuImagePath = "/ci"',
       'CriuWorkPath = "/cw"',
+      'NoSpareDaemon = true',
     ].join('\n');
     expect(parseTomlOptions(text)).toEqual({
       binaryName: 'crun',
@@ -225,6 +227,7 @@ describe('parseTomlOptions', () => {
       criuPath: '/c',
       criuImagePath: '/ci',
       criuWorkPath: '/cw',
+      noSpareDaemon: true,
     });
   });
 
