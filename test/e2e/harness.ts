@@ -1,8 +1,9 @@
 /**
  * A private containerd 1.6 per test file: own root/state/socket in a short /tmp dir, the repo's
  * bin/ (or the shim dir a test names) first on its PATH, so it resolves containerd-shim-tshim-v2
- * there, a unique namespace, and a `ctr` wrapper bound to both. Other containerd daemons may share the machine, so everything here
- * is scoped by the temp dir, the namespace and pids this harness started — never by process name.
+ * there, a unique namespace, and a `ctr` wrapper bound to both. Other containerd daemons may share
+ * the machine, so everything here is scoped by the temp dir, the namespace and pids this harness
+ * started — never by process name.
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
