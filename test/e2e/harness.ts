@@ -1,8 +1,9 @@
 /**
  * A private containerd 1.6 per test file: own root/state/socket in a short /tmp dir, the repo's
- * bin/ first on its PATH (so it resolves containerd-shim-tshim-v2), a unique namespace, and a
- * `ctr` wrapper bound to both. Other containerd daemons may share the machine, so everything here
- * is scoped by the temp dir, the namespace and pids this harness started — never by process name.
+ * bin/ (or the shim dir a test names) first on its PATH, so it resolves containerd-shim-tshim-v2
+ * there, a unique namespace, and a `ctr` wrapper bound to both. Other containerd daemons may share
+ * the machine, so everything here is scoped by the temp dir, the namespace and pids this harness
+ * started — never by process name.
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -78,8 +79,13 @@ function configToml(dir: string, address: string): string {
   ].join('\n');
 }
 
+export interface ContainerdOptions {
+  /** The directory put first on containerd's PATH for shim lookup; default the repo's bin/. */
+  shimDir?: string;
+}
+
 /** Starts a private containerd and waits until `ctr version` answers on its socket. */
-export async function startContainerd(): Promise<Containerd> {
+export async function startContainerd(opts: ContainerdOptions = {}): Promise<Containerd> {
   // Short on purpose: `<dir>/c.sock.ttrpc` must stay well under the 108-byte sun_path limit.
   const dir = await fs.mkdtemp('/tmp/tse-');
   const address = `${dir}/c.sock`;
@@ -92,7 +98,7 @@ export async function startContainerd(): Promise<Containerd> {
   const daemon = spawn(CONTAINERD_BIN, ['--config', configPath, '--log-level', 'debug'], {
     // cwd matters: containerd stats `<cwd>/containerd-shim-*-v2` before searching PATH.
     cwd: dir,
-    env: { ...process.env, PATH: `${path.join(REPO_ROOT, 'bin')}:${process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin'}` },
+    env: { ...process.env, PATH: `${opts.shimDir ?? path.join(REPO_ROOT, 'bin')}:${process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin'}` },
     stdio: ['ignore', logFd, logFd],
   });
   closeSync(logFd);
