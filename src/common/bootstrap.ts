@@ -156,7 +156,7 @@ async function spawnSpareQuietly(inputs: StartInputs, spare: string): Promise<vo
     listener = taken;
     const { flags } = inputs;
     const [command, ...prefix] = inputs.selfCommand;
-    const args = [...prefix, '-spare', SPARE_TITLE_ROOM, '-address', flags.address];
+    const args = [...prefix, '-spare', spare, '-address', flags.address, '-title-room', SPARE_TITLE_ROOM];
     const child = spawn(command!, args, {
       cwd: '/',
       detached: true,

@@ -11,6 +11,8 @@ export interface ShimFlags {
   publishBinary: string;
   bundle: string;
   socket: string;
+  /** tshim's own: the socket of an idle spare daemon to run as (see spare.ts) */
+  spare: string;
   debug: boolean;
 }
 
@@ -30,11 +32,14 @@ const STRING_FLAGS: Readonly<Record<string, keyof ShimFlags>> = {
   'publish-binary': 'publishBinary',
   bundle: 'bundle',
   socket: 'socket',
-  // tshim's own: run as an idle spare daemon (spare.ts); the value only reserves room for the title.
-  spare: 'socket',
-  // containerd 2.x passes a debug socket; accepted and ignored so newer daemons can start us.
-  'debug-socket': 'socket',
+  spare: 'spare',
 };
+
+/**
+ * Accepted and ignored: containerd 2.x passes a debug socket; tshim's `-title-room` only makes a
+ * spare's argv long enough for the title it takes on adoption.
+ */
+const IGNORED_STRING_FLAGS = new Set(['debug-socket', 'title-room']);
 
 const BOOL_FLAGS = new Set(['debug', 'v', 'version', 'info', 'h', 'help']);
 
@@ -61,7 +66,7 @@ Actions:
 `;
 
 function emptyFlags(): ShimFlags {
-  return { namespace: '', id: '', address: '', publishBinary: '', bundle: '', socket: '', debug: false };
+  return { namespace: '', id: '', address: '', publishBinary: '', bundle: '', socket: '', spare: '', debug: false };
 }
 
 export function parseArgs(argv: readonly string[]): Command {
@@ -69,7 +74,6 @@ export function parseArgs(argv: readonly string[]): Command {
   let action: string | undefined;
   let wantVersion = false;
   let wantInfo = false;
-  let wantSpare = false;
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     if (action !== undefined || !arg.startsWith('-') || arg === '-') {
@@ -95,21 +99,21 @@ export function parseArgs(argv: readonly string[]): Command {
       else return { kind: 'usage' };
       continue;
     }
+    const ignored = IGNORED_STRING_FLAGS.has(name);
     const key = STRING_FLAGS[name];
-    if (!key) return { kind: 'usage', error: `flag provided but not defined: -${name}` };
+    if (!key && !ignored) return { kind: 'usage', error: `flag provided but not defined: -${name}` };
     let value = inline;
     if (value === undefined) {
       if (i + 1 >= argv.length) return { kind: 'usage', error: `flag needs an argument: -${name}` };
       value = argv[++i]!;
     }
-    if (name === 'spare') wantSpare = true;
-    else if (name !== 'debug-socket') (flags[key] as string) = value;
+    if (key) (flags[key] as string) = value;
   }
   if (wantVersion) return { kind: 'version' };
   if (wantInfo) return { kind: 'info', flags };
   switch (action) {
     case undefined:
-      return wantSpare ? { kind: 'spare', flags } : { kind: 'serve', flags };
+      return flags.spare ? { kind: 'spare', flags } : { kind: 'serve', flags };
     case 'start':
       return { kind: 'start', flags };
     case 'delete':

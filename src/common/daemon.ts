@@ -113,7 +113,8 @@ export async function runSpare(flags: ShimFlags): Promise<void> {
   spareListener.on('error', () => undefined); // accept errors (EMFILE) cost one adoption, not the spare
 
   const retire = (): void => {
-    spareListener.close(); // unlinks the spare socket
+    // A listener taken over as an fd is not unlinked by close(): the path is ours to remove.
+    fs.rmSync(flags.spare, { force: true });
     process.exit(0);
   };
   const idle = setTimeout(retire, secondsFromEnv(process.env, 'TSHIM_SPARE_IDLE_SECONDS', DEFAULT_SPARE_IDLE_MS));
@@ -158,7 +159,10 @@ export async function runSpare(flags: ShimFlags): Promise<void> {
       clearInterval(check);
       process.off('SIGTERM', retire);
       process.off('SIGINT', retire);
-      spareListener.close(); // the next start makes a new spare; nobody else may adopt this one
+      // Nobody else may adopt this one; the next start makes a new spare on the same path. The path
+      // goes first: once it is gone, nothing can connect, and a new spare's path is never ours to remove.
+      fs.rmSync(flags.spare, { force: true });
+      spareListener.close();
       const identity = takeIdentity(request, platform);
       log.adopt(identity);
       if (identity.debug) log.ensure();

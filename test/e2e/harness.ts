@@ -82,7 +82,17 @@ function configToml(dir: string, address: string): string {
 export interface ContainerdOptions {
   /** The directory put first on containerd's PATH for shim lookup; default the repo's bin/. */
   shimDir?: string;
+  /** Added to containerd's environment, which its shims inherit (e.g. TSHIM_SPARE=0). */
+  env?: NodeJS.ProcessEnv;
 }
+
+/**
+ * Spares (src/common/spare.ts) check every second that their containerd still answers, so every
+ * file's teardown also proves that a spare never outlives its containerd for long.
+ */
+const SHIM_ENV: NodeJS.ProcessEnv = { TSHIM_SPARE_CHECK_SECONDS: '1' };
+/** A spare checks once a second; this leaves room for a machine that is very busy. */
+const SPARE_RETIRE_MS = 15_000;
 
 /** Starts a private containerd and waits until `ctr version` answers on its socket. */
 export async function startContainerd(opts: ContainerdOptions = {}): Promise<Containerd> {
@@ -98,7 +108,12 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Con
   const daemon = spawn(CONTAINERD_BIN, ['--config', configPath, '--log-level', 'debug'], {
     // cwd matters: containerd stats `<cwd>/containerd-shim-*-v2` before searching PATH.
     cwd: dir,
-    env: { ...process.env, PATH: `${opts.shimDir ?? path.join(REPO_ROOT, 'bin')}:${process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin'}` },
+    env: {
+      ...process.env,
+      ...SHIM_ENV,
+      ...opts.env,
+      PATH: `${opts.shimDir ?? path.join(REPO_ROOT, 'bin')}:${process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin'}`,
+    },
     stdio: ['ignore', logFd, logFd],
   });
   closeSync(logFd);
@@ -171,14 +186,6 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Con
           // exited meanwhile
         }
       }
-      // An idle spare outlives its containerd by up to one liveness check; it is ours to end now.
-      for (const spare of await spareProcesses(cd)) {
-        try {
-          process.kill(spare.pid, 'SIGTERM');
-        } catch {
-          // retired meanwhile
-        }
-      }
       if (!daemonExit) {
         process.kill(pid, 'SIGTERM');
         const stopped = await Promise.race([daemonExited.then(() => true), delay(10_000).then(() => false)]);
@@ -186,6 +193,15 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Con
           problems.push('containerd ignored SIGTERM for 10 s; killed');
           process.kill(pid, 'SIGKILL');
           await daemonExited;
+        }
+      }
+      // With containerd gone, its idle spare must retire by itself at its next check.
+      for (const spare of await waitForSparesGone(cd, SPARE_RETIRE_MS)) {
+        problems.push(`spare ${spare.pid} outlived its containerd: ${spare.cmdline.join(' ')}`);
+        try {
+          process.kill(spare.pid, 'SIGKILL');
+        } catch {
+          // retired meanwhile
         }
       }
       problems.push(...(await unmountAll(dir)));
@@ -278,6 +294,15 @@ export async function shimProcesses(cd: Containerd, idPrefix = ''): Promise<Proc
 /** Idle tshim spare daemons of this containerd (src/common/spare.ts). */
 export async function spareProcesses(cd: Pick<Containerd, 'address'>): Promise<ProcessInfo[]> {
   return processesMatching((argv) => isShimOf(cd, argv) && argv.includes('-spare'));
+}
+
+async function waitForSparesGone(cd: Pick<Containerd, 'address'>, timeoutMs: number): Promise<ProcessInfo[]> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const left = await spareProcesses(cd);
+    if (left.length === 0 || Date.now() > deadline) return left;
+    await delay(100);
+  }
 }
 
 async function waitForShimsGone(cd: Containerd, timeoutMs: number, idPrefix = ''): Promise<ProcessInfo[]> {

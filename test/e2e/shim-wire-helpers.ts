@@ -48,7 +48,7 @@ export interface ShimBundle {
   readonly socketPath: string;
 }
 
-export function makeBundle(tag: string, options: { withLogFifo?: boolean } = {}): ShimBundle {
+export function makeBundle(tag: string, options: { withLogFifo?: boolean; address?: string } = {}): ShimBundle {
   const random = randomBytes(4).toString('hex');
   const root = fs.mkdtempSync(`/tmp/tshim-wire-${random}-`);
   const namespace = `tshim-wire-${tag}-${random}`;
@@ -58,7 +58,7 @@ export function makeBundle(tag: string, options: { withLogFifo?: boolean } = {})
   fs.mkdirSync(dir, { recursive: true });
   fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ ociVersion: '1.0.2', annotations: {} }));
   if (options.withLogFifo) mkfifo(path.join(dir, 'log'));
-  const address = path.join(root, 'c.sock');
+  const address = options.address ?? path.join(root, 'c.sock');
   const digest = createHash('sha256').update(path.join(address, namespace, id)).digest('hex');
   const socketPath = path.join(SOCKET_DIR, digest);
   return { root, dir, namespace, id, address, expectedAddress: `unix://${socketPath}`, socketPath };
@@ -88,6 +88,9 @@ export function containerdEnv(b: ShimBundle, extra: Record<string, string> = {})
     PATH: `${path.dirname(process.execPath)}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin`,
     GOMAXPROCS: '2',
     TTRPC_ADDRESS: `${b.address}.ttrpc`,
+    // Nothing listens at a bundle's fake containerd address, so a spare would only idle until its
+    // first check; spare-wire.test.ts switches them on where they are under test.
+    TSHIM_SPARE: '0',
     ...extra,
   };
 }
@@ -321,7 +324,7 @@ export class Scratch {
   private readonly bundles: ShimBundle[] = [];
   private readonly closers: Array<() => void> = [];
 
-  bundle(tag: string, options: { withLogFifo?: boolean } = {}): ShimBundle {
+  bundle(tag: string, options: { withLogFifo?: boolean; address?: string } = {}): ShimBundle {
     const b = makeBundle(tag, options);
     this.bundles.push(b);
     return b;

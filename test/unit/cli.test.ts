@@ -6,7 +6,7 @@ describe('parseArgs', () => {
     const cmd = parseArgs(['-namespace', 'default', '-address', '/run/c.sock', '-publish-binary', '/usr/bin/containerd', '-id', 't1', '-debug', 'start']);
     expect(cmd).toEqual({
       kind: 'start',
-      flags: { namespace: 'default', id: 't1', address: '/run/c.sock', publishBinary: '/usr/bin/containerd', bundle: '', socket: '', debug: true },
+      flags: { namespace: 'default', id: 't1', address: '/run/c.sock', publishBinary: '/usr/bin/containerd', bundle: '', socket: '', spare: '', debug: true },
     });
   });
 
@@ -35,6 +35,12 @@ describe('parseArgs', () => {
     expect(parseArgs(['-id'])).toMatchObject({ kind: 'usage', error: 'flag needs an argument: -id' });
     expect(parseArgs(['start', 'extra'])).toMatchObject({ kind: 'usage' });
     expect(parseArgs(['-debug=maybe'])).toMatchObject({ kind: 'usage' });
+  });
+
+  it('runs an idle spare daemon with -spare and ignores its -title-room', () => {
+    const cmd = parseArgs(['-spare', '/run/containerd/s/tshim-spare-x', '-address', '/c.sock', '-title-room', '....']);
+    expect(cmd).toMatchObject({ kind: 'spare', flags: { spare: '/run/containerd/s/tshim-spare-x', address: '/c.sock', socket: '' } });
+    expect(parseArgs(['-spare', '/s', 'start']).kind).toBe('start');
   });
 
   it('accepts 2.x -debug-socket without failing', () => {
