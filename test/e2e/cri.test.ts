@@ -8,12 +8,15 @@ import { promises as fs } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { CriError } from './fixtures/cri-client';
 import {
-  containerLogPath, CRI_HANDLERS, execStream, execTtyWithStdin, parseCriLog, podLeftovers, podShims, removePod,
-  runContainer, runPod, useCriTestBed, waitContainerState, waitFor, waitForLog, type CriBed, type Pod,
+  containerLogPath, CRI_HANDLERS, execStream, execTtyWithStdin, parseCriLog, podLeftovers, podShimKind, podShims,
+  removePod, runContainer, runPod, shimHandler, startCriTestBed, TSHIM_LAUNCHER, useCriTestBed, waitContainerState,
+  waitFor, waitForLog, type CriBed, type Pod,
 } from './fixtures/cri-bed';
 import { openStream, closedWithin } from './fixtures/cri-stream';
 
-const bed = useCriTestBed();
+/** An extra handler the way other suites add one (any shim path, runc-style registration). */
+const EXTRA_HANDLER = 'extra-shim';
+const bed = useCriTestBed({ extraHandlers: [shimHandler(EXTRA_HANDLER, TSHIM_LAUNCHER)] });
 
 const MiB = 1024 * 1024;
 const SLEEP = ['sleep', '100000'];
@@ -58,6 +61,8 @@ describe.each(CRI_HANDLERS)('CRI with handler %s', (handler) => {
     it('runs a pod: status with IP, containers with exit codes and CRI logs, stop and remove leave nothing', async () => {
       const b = bed();
       const pod = await runPod(b, handler, 'life');
+      // The handler really runs the shim it is meant to (a mis-registration falls back silently).
+      expect(await podShimKind(b, pod.id)).toBe(handler === 'runc' ? 'runc' : 'tshim');
       const status = (await b.cri.podSandboxStatus(pod.id)).status;
       expect(status).toMatchObject({ id: pod.id, state: 'SANDBOX_READY', runtimeHandler: handler });
       const prefix = b.subnet.replace(/\.0\/24$/, '.');
@@ -354,6 +359,47 @@ describe('CRI test bed', () => {
     expect(err).toBeInstanceOf(CriError);
     expect(String(err)).toMatch(/no-such-handler/);
     await waitFor('no pod left by the refused RunPodSandbox', async () => (await b.cri.listPodSandbox()).every((p) => p.metadata?.name.startsWith('nohandler') !== true));
+  });
+
+  it('runs pods on an extra handler given by shim path', async () => {
+    const b = bed();
+    expect(b.handlers.get(EXTRA_HANDLER)).toMatchObject({ runtimeType: TSHIM_LAUNCHER });
+    const pod = await runPod(b, EXTRA_HANDLER, 'extra');
+    try {
+      expect(await podShimKind(b, pod.id)).toBe('tshim');
+      const id = await runContainer(b, pod, 'main', { command: ['sh', '-c', 'exit 6'] });
+      expect((await waitContainerState(b, id, 'CONTAINER_EXITED')).exitCode).toBe(6);
+    } finally {
+      await removePod(b, pod.id);
+    }
+    expect(await podLeftovers(b, pod.id)).toEqual([]);
+  });
+
+  it('runtime_path: which shim containerd runs for a runc-type handler pointing at tshim', async () => {
+    // containerd 1.6.20's CRI parses runtime_path but starts the pod's task without it, so
+    // containerd resolves io.containerd.runc.v2 to containerd-shim-runc-v2; runc options still
+    // reach that shim (its BinaryName wrapper runs). 1.7 and later pass the path on.
+    const b = bed();
+    const { runtimeVersion } = await b.cri.version();
+    const ignoresRuntimePath = /^1\.6\./.test(runtimeVersion);
+    const pod = await runPod(b, 'tshim-runc', 'rtpath');
+    try {
+      expect(await podShimKind(b, pod.id), `containerd ${runtimeVersion}`).toBe(ignoresRuntimePath ? 'runc' : 'tshim');
+      const id = await runContainer(b, pod, 'main', { command: ['sh', '-c', 'exit 2'] });
+      expect((await waitContainerState(b, id, 'CONTAINER_EXITED')).exitCode).toBe(2);
+      const calls = await fs.readFile(b.handlers.get('tshim-runc')?.runcCallLog ?? '', 'utf8');
+      expect(calls).toMatch(new RegExp(`create .*${id}`));
+    } finally {
+      await removePod(b, pod.id);
+    }
+    expect(await podLeftovers(b, pod.id)).toEqual([]);
+  });
+
+  it('rejects bad extra handlers before starting anything', async () => {
+    expect(() => shimHandler('rel', 'bin/containerd-shim-tshim-v2')).toThrow(/must be absolute/);
+    expect(shimHandler('rp', TSHIM_LAUNCHER, {}, 'runtime_path')).toEqual({ name: 'rp', runtimeType: 'io.containerd.runc.v2', runtimePath: TSHIM_LAUNCHER, options: {} });
+    expect(() => shimHandler('bad name', TSHIM_LAUNCHER)).toThrow(/must match/);
+    await expect(startCriTestBed({ extraHandlers: [shimHandler('tshim', TSHIM_LAUNCHER)] })).rejects.toThrow(/already defined/);
   });
 
   it('lists the imported images through the ImageService', async () => {
