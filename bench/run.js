@@ -11,7 +11,8 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const { startContainerd } = require('./lib/containerd');
-const { importBenchImage } = require('./lib/image');
+const { importBenchImage, PAUSE_VARIANT } = require('./lib/image');
+const { prepareCri, CriClient, podConfig, containerConfig } = require('./lib/cri');
 const { directCycle, StepError } = require('./lib/shim-direct');
 const { sampleShimMemory } = require('./lib/memory');
 const { delay, runTimed } = require('./lib/proc');
@@ -70,6 +71,8 @@ const ROWS = [
   { id: 'pssTotal', label: 'PSS total, K containers', unit: 'MiB', kind: 'value' },
   { id: 'rssGrouped', label: 'RSS per container, shared shim', unit: 'MiB', kind: 'value' },
   { id: 'pssGrouped', label: 'PSS per container, shared shim', unit: 'MiB', kind: 'value' },
+  { id: 'criPod', label: 'CRI pod: run, create+start, stop, remove', unit: 'ms', kind: 'samples' },
+  { id: 'criContainer', label: 'CRI container: create+start, stop, remove', unit: 'ms', kind: 'samples' },
 ];
 
 /** Set by SIGINT/SIGTERM; phases stop at the next sample and teardown still runs. */
@@ -265,6 +268,113 @@ async function benchMemory({ cd, image, opts, results }, grouped) {
   }
 }
 
+/**
+ * Rows 13 and 14, on a CRI-enabled containerd of their own (the CRI plugin would tax every other
+ * row): CRI handler `tshim` vs handler `runc`, interleaved like the rest. criPod times one pod's
+ * whole life: RunPodSandbox, CreateContainer + StartContainer (`sleep`), StopPodSandbox,
+ * RemovePodSandbox. criContainer times CreateContainer + StartContainer + StopContainer (timeout
+ * 0: SIGKILL) + RemoveContainer in a pod per handler that stays up for the phase.
+ * @param {Options} opts
+ * @param {Results} results
+ */
+async function benchCri(opts, results) {
+  const setup = await prepareCri(REPO_ROOT, `docker.io/tshim/bench:${PAUSE_VARIANT.tag}`);
+  /** @type {Containerd | undefined} */
+  let cd;
+  /** @type {CriClient | undefined} */
+  let cri;
+  try {
+    cd = await startContainerd(REPO_ROOT, { cri: setup.config });
+    const image = await importBenchImage(cd);
+    await importBenchImage(cd, PAUSE_VARIANT);
+    cri = new CriClient(REPO_ROOT, cd.address);
+    await cri.waitReady();
+    await cri.waitImage(image);
+    await cri.waitImage(`docker.io/tshim/bench:${PAUSE_VARIANT.tag}`);
+    const c = cri;
+    const logDir = path.join(cd.dir, 'pod-logs');
+    const sleeper = (/** @type {string} */ name) => containerConfig(name, image, ['sleep', LONG_SLEEP]);
+    const total = opts.warmup + opts.iterations;
+
+    progress(`6/7 CRI pod lifecycle (${opts.iterations} timed + ${opts.warmup} warm-up rounds per handler)`);
+    for (let i = 0; i < total; i++) {
+      for (const rt of orderFor(i)) {
+        checkCanContinue(cd);
+        const config = podConfig(`pod-${rt.key}-${i}`, logDir);
+        const t0 = performance.now();
+        /** @type {string | undefined} */
+        let podId;
+        try {
+          podId = (await c.call('RuntimeService/RunPodSandbox', { config, runtimeHandler: rt.key })).podSandboxId;
+          const id = (await c.call('RuntimeService/CreateContainer', { podSandboxId: podId, config: sleeper('main'), sandboxConfig: config })).containerId;
+          await c.call('RuntimeService/StartContainer', { containerId: id });
+          await c.call('RuntimeService/StopPodSandbox', { podSandboxId: podId });
+          await c.call('RuntimeService/RemovePodSandbox', { podSandboxId: podId });
+          if (i >= opts.warmup) results.add('criPod', rt.key, performance.now() - t0);
+        } catch (err) {
+          if (i >= opts.warmup) results.fail('criPod', rt.key, err);
+          if (podId) await removePodQuietly(c, podId);
+        }
+      }
+    }
+
+    progress(`7/7 CRI container lifecycle in a running pod (${opts.iterations} timed + ${opts.warmup} warm-up rounds per handler)`);
+    /** @type {Map<RuntimeKey, { id: string, config: Record<string, unknown> }>} */
+    const pods = new Map();
+    try {
+      for (const rt of RUNTIMES) {
+        const config = podConfig(`ctr-${rt.key}`, logDir);
+        try {
+          pods.set(rt.key, { id: (await c.call('RuntimeService/RunPodSandbox', { config, runtimeHandler: rt.key })).podSandboxId, config });
+        } catch (err) {
+          results.fail('criContainer', rt.key, err);
+        }
+      }
+      for (let i = 0; i < total; i++) {
+        for (const rt of orderFor(i)) {
+          checkCanContinue(cd);
+          const pod = pods.get(rt.key);
+          if (!pod) continue;
+          const t0 = performance.now();
+          try {
+            const id = (await c.call('RuntimeService/CreateContainer', { podSandboxId: pod.id, config: sleeper(`c${i}`), sandboxConfig: pod.config })).containerId;
+            await c.call('RuntimeService/StartContainer', { containerId: id });
+            await c.call('RuntimeService/StopContainer', { containerId: id, timeout: 0 });
+            await c.call('RuntimeService/RemoveContainer', { containerId: id });
+            if (i >= opts.warmup) results.add('criContainer', rt.key, performance.now() - t0);
+          } catch (err) {
+            if (i >= opts.warmup) results.fail('criContainer', rt.key, err);
+          }
+        }
+      }
+    } finally {
+      for (const pod of pods.values()) await removePodQuietly(c, pod.id);
+    }
+  } finally {
+    if (cri) {
+      // Whatever a failed sample left: every pod goes before containerd does.
+      try {
+        const left = /** @type {{ id: string }[]} */ ((await cri.call('RuntimeService/ListPodSandbox', {})).items ?? []);
+        for (const pod of left) await removePodQuietly(cri, pod.id);
+      } catch (err) {
+        results.note(`CRI teardown: ${err instanceof Error ? err.message : String(err)}`);
+      }
+      cri.close();
+    }
+    if (cd) for (const problem of await cd.stop()) results.note(`CRI teardown: ${problem}`);
+    for (const problem of await setup.cleanup()) results.note(`CRI teardown: ${problem}`);
+  }
+}
+
+/**
+ * @param {CriClient} cri
+ * @param {string} podId
+ */
+async function removePodQuietly(cri, podId) {
+  await cri.call('RuntimeService/StopPodSandbox', { podSandboxId: podId }).catch(() => undefined);
+  await cri.call('RuntimeService/RemovePodSandbox', { podSandboxId: podId }).catch(() => undefined);
+}
+
 /** @returns {Promise<Record<string, string | number>>} */
 async function environment() {
   const firstLine = async (/** @type {string} */ cmd, /** @type {string[]} */ args) => {
@@ -327,21 +437,29 @@ async function main() {
     const image = await importBenchImage(cd);
     const ctx = { cd, image, opts, results };
     const n = `${opts.iterations} timed + ${opts.warmup} warm-up rounds per runtime`;
-    progress(`1/5 shim start + delete, direct (${n})`);
+    progress(`1/7 shim start + delete, direct (${n})`);
     await benchDirect(ctx);
-    progress(`2/5 ctr run --rm (${n})`);
+    progress(`2/7 ctr run --rm (${n})`);
     await benchRunRm(ctx);
-    progress(`3/5 ctr task exec (${n})`);
+    progress(`3/7 ctr task exec (${n})`);
     await benchExec(ctx);
-    progress(`4/5 memory, ${opts.containers} containers per runtime, one shim each`);
+    progress(`4/7 memory, ${opts.containers} containers per runtime, one shim each`);
     await benchMemory(ctx, false);
-    progress(`5/5 memory, ${opts.containers} containers per runtime in one group`);
+    progress(`5/7 memory, ${opts.containers} containers per runtime in one group`);
     await benchMemory(ctx, true);
   } catch (err) {
     fatal = err;
   } finally {
     progress('tearing down');
     for (const problem of await cd.stop()) results.note(`teardown: ${problem}`);
+  }
+  if (fatal === undefined && !opts.noCri) {
+    try {
+      progress('starting a CRI-enabled private containerd');
+      await benchCri(opts, results);
+    } catch (err) {
+      fatal = err;
+    }
   }
   if (fatal !== undefined) {
     process.stderr.write(`benchmark aborted: ${fatal instanceof Error ? fatal.message : String(fatal)}\n`);

@@ -16,11 +16,15 @@ const REPO = path.resolve(__dirname, '..');
 const PROTO_DIR = path.join(REPO, 'proto');
 // Used directly by the shim even where no .proto imports them.
 const WELL_KNOWN = ['google/protobuf/any.proto', 'google/protobuf/timestamp.proto', 'google/protobuf/empty.proto'];
+// Definitions only the tests' clients use (the CRI API); the shim never speaks them, so they stay
+// out of its root and of its start-up cost. Same list as CLIENT_ONLY in src/common/proto.ts.
+const CLIENT_ONLY = new Set([path.join(PROTO_DIR, 'k8s.io')]);
 
 function listProtoFiles(dir) {
   const found = [];
   for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
     const full = path.join(dir, entry.name);
+    if (CLIENT_ONLY.has(full)) continue;
     if (entry.isDirectory()) found.push(...listProtoFiles(full));
     else if (entry.isFile() && entry.name.endsWith('.proto')) found.push(full);
   }

@@ -39,9 +39,10 @@ test('ratio is tshim over runc and undefined without both sides', () => {
 });
 
 test('parseArgs: defaults, both value spellings, and rejections', () => {
-  assert.deepEqual(parseArgs([]), { iterations: 20, containers: 10, warmup: 2, settleMs: 2000, json: false, help: false });
-  const o = parseArgs(['--iterations', '5', '--containers=3', '--json', '--warmup', '0', '--settle-ms=100']);
-  assert.deepEqual(o, { iterations: 5, containers: 3, warmup: 0, settleMs: 100, json: true, help: false });
+  assert.deepEqual(parseArgs([]), { iterations: 20, containers: 10, warmup: 2, settleMs: 2000, json: false, noCri: false, help: false });
+  const o = parseArgs(['--iterations', '5', '--containers=3', '--json', '--warmup', '0', '--settle-ms=100', '--no-cri']);
+  assert.deepEqual(o, { iterations: 5, containers: 3, warmup: 0, settleMs: 100, json: true, noCri: true, help: false });
+  assert.throws(() => parseArgs(['--no-cri=1']), UsageError);
   assert.equal(parseArgs(['-h']).help, true);
   assert.throws(() => parseArgs(['--iterations', '0']), UsageError);
   assert.throws(() => parseArgs(['--iterations']), UsageError);

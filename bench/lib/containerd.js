@@ -18,15 +18,15 @@ const CTR_BIN = '/usr/bin/ctr';
 /**
  * @param {string} dir
  * @param {string} address
+ * @param {string} [cri] the CRI plugin's TOML sections; CRI stays disabled without them
  */
-function configToml(dir, address) {
+function configToml(dir, address, cri) {
   // CRI and the exotic snapshotters only add startup time; the v1 linux runtime must stay because
   // 1.6's tasks service refuses to load without it.
   return `version = 2
 root = "${dir}/root"
 state = "${dir}/state"
-disabled_plugins = [
-  "io.containerd.grpc.v1.cri",
+disabled_plugins = [${cri === undefined ? '\n  "io.containerd.grpc.v1.cri",' : ''}
   "io.containerd.snapshotter.v1.aufs",
   "io.containerd.snapshotter.v1.btrfs",
   "io.containerd.snapshotter.v1.devmapper",
@@ -43,7 +43,7 @@ disabled_plugins = [
 
 [plugins."io.containerd.service.v1.diff-service"]
   default = ["walking"]
-`;
+${cri ?? ''}`;
 }
 
 /**
@@ -92,16 +92,19 @@ function shimSockets(dir, namespace) {
 
 /**
  * @param {string} repoRoot
+ * @param {{ cri?: (dir: string) => string }} [opts] `cri`: enables the CRI plugin with the sections
+ *   it returns (given the temp dir, which it may write files into); ctr then works in `k8s.io`
  * @returns {Promise<Containerd>}
  */
-async function startContainerd(repoRoot) {
+async function startContainerd(repoRoot, opts = {}) {
   // Short on purpose: `<dir>/c.sock.ttrpc` must stay well under the 108-byte sun_path limit.
   const dir = fs.mkdtempSync('/tmp/tsb-');
   const address = `${dir}/c.sock`;
-  const namespace = `tshim-bench-${randomBytes(4).toString('hex')}`;
+  const ownNamespace = opts.cri === undefined;
+  const namespace = ownNamespace ? `tshim-bench-${randomBytes(4).toString('hex')}` : 'k8s.io';
   const configPath = path.join(dir, 'config.toml');
   const logPath = path.join(dir, 'containerd.log');
-  fs.writeFileSync(configPath, configToml(dir, address));
+  fs.writeFileSync(configPath, configToml(dir, address, opts.cri?.(dir)));
   const env = { ...process.env, PATH: `${path.join(repoRoot, 'bin')}:${process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin'}` };
 
   const logFd = fs.openSync(logPath, 'a');
@@ -233,7 +236,8 @@ async function startContainerd(repoRoot) {
       }
       // runc keeps one state dir per namespace; it is empty once every container is deleted.
       try {
-        fs.rmdirSync(`/run/containerd/runc/${namespace}`);
+        // Only a namespace of our own making: k8s.io may be another daemon's too.
+        if (ownNamespace) fs.rmdirSync(`/run/containerd/runc/${namespace}`);
       } catch {
         // never created, or still holding another run's state: runc's to keep
       }

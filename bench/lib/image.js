@@ -52,11 +52,21 @@ async function reproducibleTar(cwd, out, members) {
 }
 
 /**
+ * @typedef {object} ImageVariant
+ * @property {string} tag imported as `${IMAGE_NAME}:<tag>`
+ * @property {string[]} [entrypoint] OCI config Entrypoint (none by default)
+ */
+
+/** The CRI phases' sandbox image: `sleep infinity` as entrypoint, like a pause binary. */
+const PAUSE_VARIANT = { tag: 'pause', entrypoint: ['/bin/busybox', 'sleep', 'infinity'] };
+
+/**
  * Writes the OCI archive under `workDir` and returns its path.
  * @param {string} workDir
+ * @param {ImageVariant} [variant] default: the busybox image, tag IMAGE_TAG, no entrypoint
  * @returns {Promise<string>}
  */
-async function buildImageArchive(workDir) {
+async function buildImageArchive(workDir, variant = { tag: IMAGE_TAG }) {
   const busybox = fs.readFileSync(BUSYBOX);
   if (!isStaticElf(busybox)) throw new Error(`${BUSYBOX} is not a static 64-bit little-endian ELF; install busybox-static`);
   const arch = OCI_ARCH[process.arch];
@@ -85,7 +95,7 @@ async function buildImageArchive(workDir) {
   const config = blob('application/vnd.oci.image.config.v1+json', Buffer.from(JSON.stringify({
     architecture: arch,
     os: 'linux',
-    config: { Env: ['PATH=/bin'], Cmd: ['sh'], WorkingDir: '/' },
+    config: { Env: ['PATH=/bin'], ...(variant.entrypoint ? { Entrypoint: variant.entrypoint, Cmd: [] } : { Cmd: ['sh'] }), WorkingDir: '/' },
     rootfs: { type: 'layers', diff_ids: [`sha256:${sha256(layerRaw)}`] },
   })));
   const manifest = blob('application/vnd.oci.image.manifest.v1+json', Buffer.from(JSON.stringify({
@@ -99,7 +109,7 @@ async function buildImageArchive(workDir) {
     schemaVersion: 2,
     mediaType: 'application/vnd.oci.image.index.v1+json',
     // A bare tag here plus `ctr images import --base-name` registers exactly one image, IMAGE_REF.
-    manifests: [{ ...manifest, platform: { architecture: arch, os: 'linux' }, annotations: { 'org.opencontainers.image.ref.name': IMAGE_TAG } }],
+    manifests: [{ ...manifest, platform: { architecture: arch, os: 'linux' }, annotations: { 'org.opencontainers.image.ref.name': variant.tag } }],
   }));
   const archive = path.join(workDir, 'image.tar');
   await reproducibleTar(oci, archive, ['oci-layout', 'index.json', 'blobs']);
@@ -109,17 +119,19 @@ async function buildImageArchive(workDir) {
 /**
  * Builds the archive, imports it into the private containerd and returns the reference to run.
  * @param {import('./containerd').Containerd} cd
+ * @param {ImageVariant} [variant]
  * @returns {Promise<string>}
  */
-async function importBenchImage(cd) {
-  const work = path.join(cd.dir, 'image');
+async function importBenchImage(cd, variant = { tag: IMAGE_TAG }) {
+  const ref = `${IMAGE_NAME}:${variant.tag}`;
+  const work = path.join(cd.dir, `image-${variant.tag}`);
   fs.mkdirSync(work);
-  const archive = await buildImageArchive(work);
+  const archive = await buildImageArchive(work, variant);
   await cd.ctr(['images', 'import', '--base-name', IMAGE_NAME, archive], 120_000);
   const listed = (await cd.ctr(['images', 'ls', '-q'])).stdout.toString('utf8').split('\n');
-  if (!listed.includes(IMAGE_REF)) throw new Error(`import did not register ${IMAGE_REF}; images: ${listed.join(' ')}`);
+  if (!listed.includes(ref)) throw new Error(`import did not register ${ref}; images: ${listed.join(' ')}`);
   fs.rmSync(work, { recursive: true, force: true });
-  return IMAGE_REF;
+  return ref;
 }
 
-module.exports = { importBenchImage, buildImageArchive, isStaticElf, IMAGE_REF };
+module.exports = { importBenchImage, buildImageArchive, isStaticElf, IMAGE_REF, IMAGE_NAME, PAUSE_VARIANT };

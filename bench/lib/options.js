@@ -9,16 +9,19 @@
  * @property {number} warmup untimed rounds per runtime before each latency phase
  * @property {number} settleMs wait between the last memory container's start and sampling
  * @property {boolean} json
+ * @property {boolean} noCri skip the CRI rows (no CRI-enabled containerd, no CNI needed)
  * @property {boolean} help
  */
 
-const USAGE = `usage: node bench/run.js [--iterations N] [--containers K] [--warmup W] [--settle-ms MS] [--json]
+const USAGE = `usage: node bench/run.js [--iterations N] [--containers K] [--warmup W] [--settle-ms MS] [--no-cri] [--json]
   --iterations N   timed samples per runtime for start/delete, run --rm and exec (default 20)
   --containers K   containers per runtime for the memory rows (default 10)
   --warmup W       untimed rounds per runtime before each latency phase (default 2)
   --settle-ms MS   wait after starting the memory containers before sampling (default 2000)
+  --no-cri         skip the CRI pod and container rows
   --json           print one JSON document instead of the table
-Needs root, containerd 1.6 at /usr/bin, busybox-static, and a built tree (npm run build).`;
+Needs root, containerd 1.6 at /usr/bin, busybox-static, containernetworking-plugins (CRI rows),
+and a built tree (npm run build).`;
 
 class UsageError extends Error {}
 
@@ -30,7 +33,7 @@ class UsageError extends Error {}
  */
 function parseArgs(argv) {
   /** @type {Options} */
-  const opts = { iterations: 20, containers: 10, warmup: 2, settleMs: 2000, json: false, help: false };
+  const opts = { iterations: 20, containers: 10, warmup: 2, settleMs: 2000, json: false, noCri: false, help: false };
   /**
    * @param {string} flag
    * @param {string | undefined} raw
@@ -53,10 +56,12 @@ function parseArgs(argv) {
       case '--warmup': opts.warmup = int(flag, value(), 0); break;
       case '--settle-ms': opts.settleMs = int(flag, value(), 0); break;
       case '--json':
+      case '--no-cri':
       case '-h':
       case '--help':
         if (inline !== undefined) throw new UsageError(`${flag} takes no value`);
         if (flag === '--json') opts.json = true;
+        else if (flag === '--no-cri') opts.noCri = true;
         else opts.help = true;
         break;
       default:

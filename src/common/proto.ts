@@ -278,10 +278,17 @@ function camelCaseAny(json: INamespace): INamespace {
   return json;
 }
 
+/**
+ * Definitions only the tests' clients use (the CRI API under proto/k8s.io): the shim never speaks
+ * them, so they stay out of its root. Same list as CLIENT_ONLY in scripts/build-proto-json.js.
+ */
+const CLIENT_ONLY = new Set([path.join(PROTO_DIR, 'k8s.io')]);
+
 function listProtoFiles(dir: string): string[] {
   const found: string[] = [];
   for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
     const full = path.join(dir, entry.name);
+    if (CLIENT_ONLY.has(full)) continue;
     if (entry.isDirectory()) found.push(...listProtoFiles(full));
     else if (entry.isFile() && entry.name.endsWith('.proto')) found.push(full);
   }

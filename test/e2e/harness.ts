@@ -30,6 +30,7 @@ export interface Containerd {
   readonly dir: string;
   readonly address: string;
   readonly namespace: string;
+  /** The current daemon's pid (changes on restart()). */
   readonly pid: number;
   /** `ctr --address <address> --namespace <namespace> ...args`, as an argv for shells. */
   ctrArgv(args: string[]): string[];
@@ -38,8 +39,29 @@ export interface Containerd {
   /** Runs ctr on a pseudo-terminal (`script`), sized rows×cols, for `-t` commands. */
   ctrInTerminal(args: string[], opts?: TerminalOptions): Promise<CtrResult>;
   logText(): string;
+  /**
+   * Stops the daemon with SIGTERM (shims keep running, as on a real host) and starts it again on
+   * the same config, root, state and socket; resolves once `ctr version` answers again.
+   */
+  restart(): Promise<void>;
   /** Removes everything created in the namespace, stops the daemon, returns what it could not clean. */
   stop(): Promise<string[]>;
+}
+
+export interface ContainerdOptions {
+  /** The namespace ctr works in; default a unique `tshim-e2e-<hex>`. CRI always uses `k8s.io`. */
+  namespace?: string;
+  /** Loads the CRI plugin (disabled by default: it only slows start-up for the ctr suites). */
+  enableCri?: boolean;
+  /**
+   * More TOML appended to the config (e.g. the `[plugins."io.containerd.grpc.v1.cri"]` section),
+   * made from the daemon's temp dir; runs before the daemon starts, so it may write files there.
+   */
+  extraConfig?: (dir: string) => string | Promise<string>;
+  /** The directory put first on containerd's PATH for shim lookup; default the repo's bin/. */
+  shimDir?: string;
+  /** Added to containerd's environment, which its shims inherit (e.g. TSHIM_SPARE=0). */
+  env?: NodeJS.ProcessEnv;
 }
 
 const randomHex = (bytes: number): string => randomBytes(bytes).toString('hex');
@@ -50,7 +72,7 @@ export const uniqueId = (tag: string): string => `${tag}-${randomHex(4)}`;
 /** `io.containerd.runc.v2` → `runc`: short enough to prefix container ids with. */
 export const runtimeTag = (runtime: string): string => runtime.split('.').slice(-2, -1)[0] ?? runtime;
 
-function configToml(dir: string, address: string): string {
+function configToml(dir: string, address: string, enableCri: boolean): string {
   return [
     'version = 2',
     `root = "${dir}/root"`,
@@ -58,7 +80,7 @@ function configToml(dir: string, address: string): string {
     // Only the task/image/snapshot path is exercised; everything else only slows startup. The
     // v1 linux runtime stays: 1.6's tasks service refuses to load without it.
     'disabled_plugins = [',
-    '  "io.containerd.grpc.v1.cri",',
+    ...(enableCri ? [] : ['  "io.containerd.grpc.v1.cri",']),
     '  "io.containerd.snapshotter.v1.aufs",',
     '  "io.containerd.snapshotter.v1.btrfs",',
     '  "io.containerd.snapshotter.v1.devmapper",',
@@ -79,13 +101,6 @@ function configToml(dir: string, address: string): string {
   ].join('\n');
 }
 
-export interface ContainerdOptions {
-  /** The directory put first on containerd's PATH for shim lookup; default the repo's bin/. */
-  shimDir?: string;
-  /** Added to containerd's environment, which its shims inherit (e.g. TSHIM_SPARE=0). */
-  env?: NodeJS.ProcessEnv;
-}
-
 /**
  * Spares (src/common/spare.ts) check every second that their containerd still answers, so every
  * file's teardown also proves that a spare never outlives its containerd for long.
@@ -95,37 +110,52 @@ const SHIM_ENV: NodeJS.ProcessEnv = { TSHIM_SPARE_CHECK_SECONDS: '1' };
 const SPARE_RETIRE_MS = 15_000;
 
 /** Starts a private containerd and waits until `ctr version` answers on its socket. */
-export async function startContainerd(opts: ContainerdOptions = {}): Promise<Containerd> {
+export async function startContainerd(options: ContainerdOptions = {}): Promise<Containerd> {
   // Short on purpose: `<dir>/c.sock.ttrpc` must stay well under the 108-byte sun_path limit.
   const dir = await fs.mkdtemp('/tmp/tse-');
   const address = `${dir}/c.sock`;
-  const namespace = `tshim-e2e-${randomHex(4)}`;
+  const ownNamespace = options.namespace === undefined;
+  const namespace = options.namespace ?? `tshim-e2e-${randomHex(4)}`;
   const configPath = path.join(dir, 'config.toml');
   const logPath = path.join(dir, 'containerd.log');
-  await fs.writeFile(configPath, configToml(dir, address));
+  try {
+    const extra = options.extraConfig ? await options.extraConfig(dir) : '';
+    await fs.writeFile(configPath, `${configToml(dir, address, options.enableCri === true)}${extra}\n`);
+  } catch (err) {
+    await fs.rm(dir, { recursive: true, force: true });
+    throw err;
+  }
 
-  const logFd = openSync(logPath, 'a');
-  const daemon = spawn(CONTAINERD_BIN, ['--config', configPath, '--log-level', 'debug'], {
-    // cwd matters: containerd stats `<cwd>/containerd-shim-*-v2` before searching PATH.
-    cwd: dir,
-    env: {
-      ...process.env,
-      ...SHIM_ENV,
-      ...opts.env,
-      PATH: `${opts.shimDir ?? path.join(REPO_ROOT, 'bin')}:${process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin'}`,
-    },
-    stdio: ['ignore', logFd, logFd],
-  });
-  closeSync(logFd);
-  if (daemon.pid === undefined) throw new Error('failed to spawn containerd');
-  const pid = daemon.pid;
-  let daemonExit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
-  const daemonExited = new Promise<void>((resolve) => {
-    daemon.on('exit', (code, signal) => {
-      daemonExit = { code, signal };
-      resolve();
+  interface Daemon {
+    pid: number;
+    exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
+    exited: Promise<void>;
+  }
+  const launch = (): Daemon => {
+    const logFd = openSync(logPath, 'a');
+    const child = spawn(CONTAINERD_BIN, ['--config', configPath, '--log-level', 'debug'], {
+      // cwd matters: containerd stats `<cwd>/containerd-shim-*-v2` before searching PATH.
+      cwd: dir,
+      env: {
+        ...process.env,
+        ...SHIM_ENV,
+        ...options.env,
+        PATH: `${options.shimDir ?? path.join(REPO_ROOT, 'bin')}:${process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin'}`,
+      },
+      stdio: ['ignore', logFd, logFd],
     });
-  });
+    closeSync(logFd);
+    if (child.pid === undefined) throw new Error('failed to spawn containerd');
+    const d: Daemon = { pid: child.pid, exit: undefined, exited: Promise.resolve() };
+    d.exited = new Promise<void>((resolve) => {
+      child.on('exit', (code, signal) => {
+        d.exit = { code, signal };
+        resolve();
+      });
+    });
+    return d;
+  };
+  let daemon = launch();
 
   const logText = (): string => {
     try {
@@ -140,28 +170,35 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Con
 
   const abandon = async (reason: string): Promise<never> => {
     const log = logText();
-    if (!daemonExit) {
-      process.kill(pid, 'SIGKILL');
-      await daemonExited;
+    if (!daemon.exit) {
+      process.kill(daemon.pid, 'SIGKILL');
+      await daemon.exited;
     }
     await unmountAll(dir);
     await fs.rm(dir, { recursive: true, force: true });
     throw new Error(`${reason}\n${log}`);
   };
-  const deadline = Date.now() + 15_000;
-  for (;;) {
-    if (daemonExit) await abandon(`containerd exited early (${JSON.stringify(daemonExit)})`);
-    const probe = await runCollecting(CTR_BIN, ['--address', address, '--connect-timeout', '1s', 'version'], { allowFail: true, timeoutMs: 5_000 }, 'ctr version');
-    if (probe.code === 0) break;
-    if (Date.now() > deadline) await abandon(`containerd did not answer within 15 s: ${probe.stderr}`);
-    await delay(50);
-  }
+  /** Polls `ctr version` until the daemon answers; on failure returns why. */
+  const waitReady = async (): Promise<string | undefined> => {
+    const deadline = Date.now() + 15_000;
+    for (;;) {
+      if (daemon.exit) return `containerd exited early (${JSON.stringify(daemon.exit)})`;
+      const probe = await runCollecting(CTR_BIN, ['--address', address, '--connect-timeout', '1s', 'version'], { allowFail: true, timeoutMs: 5_000 }, 'ctr version');
+      if (probe.code === 0) return undefined;
+      if (Date.now() > deadline) return `containerd did not answer within 15 s: ${probe.stderr}`;
+      await delay(50);
+    }
+  };
+  const notReady = await waitReady();
+  if (notReady !== undefined) await abandon(notReady);
 
   const cd: Containerd = {
     dir,
     address,
     namespace,
-    pid,
+    get pid() {
+      return daemon.pid;
+    },
     ctrArgv,
     ctr,
     ctrBackground: (args, opts = {}) => background(CTR_BIN, ctrArgv(args), opts.stdin === true),
@@ -173,9 +210,22 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Con
       return runCollecting('script', ['-qfec', command, '/dev/null'], { ...opts, stdin }, `ctr (tty) ${args.join(' ')}`);
     },
     logText,
+    async restart() {
+      if (!daemon.exit) {
+        process.kill(daemon.pid, 'SIGTERM');
+        const stopped = await Promise.race([daemon.exited.then(() => true), delay(10_000).then(() => false)]);
+        if (!stopped) {
+          process.kill(daemon.pid, 'SIGKILL');
+          await daemon.exited;
+        }
+      }
+      daemon = launch();
+      const why = await waitReady();
+      if (why !== undefined) throw new Error(`restart: ${why}\n${logText()}`);
+    },
     async stop() {
       const problems: string[] = [];
-      if (!daemonExit) await removeEverything(cd, problems);
+      if (!daemon.exit) await removeEverything(cd, problems);
       const shims = await waitForShimsGone(cd, 5_000);
       for (const shim of shims) {
         problems.push(`shim ${shim.pid} still running at stop: ${shim.cmdline.join(' ')}`);
@@ -186,13 +236,13 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Con
           // exited meanwhile
         }
       }
-      if (!daemonExit) {
-        process.kill(pid, 'SIGTERM');
-        const stopped = await Promise.race([daemonExited.then(() => true), delay(10_000).then(() => false)]);
+      if (!daemon.exit) {
+        process.kill(daemon.pid, 'SIGTERM');
+        const stopped = await Promise.race([daemon.exited.then(() => true), delay(10_000).then(() => false)]);
         if (!stopped) {
           problems.push('containerd ignored SIGTERM for 10 s; killed');
-          process.kill(pid, 'SIGKILL');
-          await daemonExited;
+          process.kill(daemon.pid, 'SIGKILL');
+          await daemon.exited;
         }
       }
       // With containerd gone, its idle spare must retire by itself at its next check.
@@ -210,8 +260,9 @@ export async function startContainerd(opts: ContainerdOptions = {}): Promise<Con
       } catch (err) {
         problems.push(`removing ${dir}: ${String(err)}`);
       }
-      // runc keeps one state dir per namespace; it is empty once every container is deleted.
-      await fs.rmdir(`/run/containerd/runc/${namespace}`).catch(() => undefined);
+      // runc keeps one state dir per namespace; it is empty once every container is deleted. Only
+      // for a namespace of our own making: a given one (k8s.io) may be another daemon's too.
+      if (ownNamespace) await fs.rmdir(`/run/containerd/runc/${namespace}`).catch(() => undefined);
       return problems;
     },
   };

@@ -161,19 +161,59 @@ async function exists(p: string): Promise<boolean> {
 }
 
 /**
- * Builds (or reuses) the OCI image archive and returns its path. The cache key covers the busybox
- * bytes, the applet list and the recipe version, so a changed host binary yields a new archive.
- * Parallel test files may build at once: each builds privately and renames into place atomically.
+ * One image built on the busybox layer: where it is imported (`name:tag`) and what its config
+ * says. All variants share the layer, so importing several costs one snapshot.
  */
-export async function buildBusyboxImage(): Promise<string> {
+export interface ImageVariant {
+  /** Repository, e.g. `docker.io/tshim/busybox`. */
+  name: string;
+  tag: string;
+  /** OCI config `Entrypoint`; absent means none. */
+  entrypoint?: string[];
+  /** OCI config `Cmd`. */
+  cmd: string[];
+  /** OCI config `User` (`uid[:gid]`); absent means root. */
+  user?: string;
+}
+
+/** The e2e busybox image every suite runs. */
+export const BUSYBOX_IMAGE: ImageVariant = { name: IMAGE_NAME, tag: IMAGE_TAG, cmd: ['sh'] };
+
+/**
+ * A pause image for CRI sandboxes: busybox `sleep infinity` as entrypoint. As pid 1 it ignores
+ * SIGTERM (no handler), and CRI stops sandboxes with SIGKILL, exactly what the real pause gets.
+ */
+export const PAUSE_IMAGE: ImageVariant = { name: 'docker.io/tshim/pause', tag: IMAGE_TAG, entrypoint: ['/bin/sleep', 'infinity'], cmd: [] };
+
+/** The busybox image with a non-root image user (uid 1000, gid 1000; no passwd entry needed). */
+export const NONROOT_IMAGE: ImageVariant = { name: 'docker.io/tshim/busybox-nonroot', tag: IMAGE_TAG, cmd: ['sh'], user: '1000:1000' };
+
+/** `name:tag` of a variant. */
+export const imageRef = (v: ImageVariant): string => `${v.name}:${v.tag}`;
+
+/**
+ * Builds (or reuses) the OCI image archive of the busybox image and returns its path.
+ */
+export function buildBusyboxImage(): Promise<string> {
+  return buildImageArchive(BUSYBOX_IMAGE);
+}
+
+/**
+ * Builds (or reuses) the OCI image archive of `variant` and returns its path. The cache key covers
+ * the busybox bytes, the applet list, the variant and the recipe version, so a changed host binary
+ * yields a new archive. Parallel test files may build at once: each builds privately and renames
+ * into place atomically.
+ */
+export async function buildImageArchive(variant: ImageVariant): Promise<string> {
   const busybox = await ensureStaticBusybox();
   const arch = ociArchitecture();
   const key = createHash('sha256')
     .update(busybox)
-    .update(JSON.stringify({ RECIPE_VERSION, APPLETS, arch, IMAGE_REF }))
+    .update(JSON.stringify({ RECIPE_VERSION, APPLETS, arch, variant }))
     .digest('hex')
     .slice(0, 16);
-  const archive = path.join(CACHE_DIR, `busybox-${key}.oci.tar`);
+  const base = variant.name.split('/').pop() ?? 'image';
+  const archive = path.join(CACHE_DIR, `${base}-${variant.tag}-${key}.oci.tar`);
   if (await exists(archive)) return archive;
 
   await fs.mkdir(CACHE_DIR, { recursive: true });
@@ -192,7 +232,13 @@ export async function buildBusyboxImage(): Promise<string> {
       created: EPOCH,
       architecture: arch,
       os: 'linux',
-      config: { Env: IMAGE_ENV, Cmd: ['sh'], WorkingDir: '/' },
+      config: {
+        Env: IMAGE_ENV,
+        ...(variant.entrypoint ? { Entrypoint: variant.entrypoint } : {}),
+        Cmd: variant.cmd,
+        WorkingDir: '/',
+        ...(variant.user ? { User: variant.user } : {}),
+      },
       rootfs: { type: 'layers', diff_ids: [`sha256:${sha256(layerRaw)}`] },
       history: [{ created: EPOCH, created_by: 'tshim test/e2e/image.ts (busybox-static)' }],
     }));
@@ -210,7 +256,7 @@ export async function buildBusyboxImage(): Promise<string> {
         ...manifest,
         platform: { architecture: arch, os: 'linux' },
         // A bare tag, as the OCI layout spec intends; `--base-name` supplies the repository.
-        annotations: { 'org.opencontainers.image.ref.name': IMAGE_TAG },
+        annotations: { 'org.opencontainers.image.ref.name': variant.tag },
       }],
     }));
 
@@ -229,12 +275,18 @@ export async function buildBusyboxImage(): Promise<string> {
  * `--index-name` with the same name as an annotated manifest fails with "content digest
  * <index>: not found", and with a bare tag it adds a second `import-<date>:e2e` image.)
  */
-export async function importBusyboxImage(cd: Pick<Containerd, 'ctr'>): Promise<string> {
-  const archive = await buildBusyboxImage();
-  await cd.ctr(['images', 'import', '--base-name', IMAGE_NAME, archive], { timeoutMs: 60_000 });
+export function importBusyboxImage(cd: Pick<Containerd, 'ctr'>): Promise<string> {
+  return importImage(cd, BUSYBOX_IMAGE);
+}
+
+/** Imports one variant (see importBusyboxImage) and returns its reference. */
+export async function importImage(cd: Pick<Containerd, 'ctr'>, variant: ImageVariant): Promise<string> {
+  const archive = await buildImageArchive(variant);
+  const ref = imageRef(variant);
+  await cd.ctr(['images', 'import', '--base-name', variant.name, archive], { timeoutMs: 60_000 });
   const listed = await cd.ctr(['images', 'ls', '-q']);
-  if (!listed.stdout.split('\n').includes(IMAGE_REF)) {
-    throw new Error(`import did not register ${IMAGE_REF}; images: ${listed.stdout.trim()}`);
+  if (!listed.stdout.split('\n').includes(ref)) {
+    throw new Error(`import did not register ${ref}; images: ${listed.stdout.trim()}`);
   }
-  return IMAGE_REF;
+  return ref;
 }

@@ -4,8 +4,13 @@
  * (Go code generation) and fieldpath annotations, which do not affect the wire, loads both sides
  * with protobufjs keeping snake_case names and compares every service, method, message, field and
  * enum.
+ *
+ * The CRI subset under proto/k8s.io is compared to k8s.io/cri-api v0.25.0, the CRI module
+ * containerd 1.6.20 is built with. Debian 12 packages no cri-api sources (`apt-cache search
+ * cri-api` finds nothing, and the containerd -dev package carries no vendor tree), so that module
+ * comes from the Go module proxy through `go mod download`, into a throwaway module cache.
  */
-import { execFileSync } from 'child_process';
+import { execFileSync, type ExecFileSyncOptions } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -244,6 +249,62 @@ function compareDefinitions(upstream: Definitions, ours: Definitions): string[] 
   return problems;
 }
 
+/**
+ * Differences between a subset we keep and upstream: every service, method, message, field and
+ * enum of ours must exist upstream with the same shape; upstream definitions we leave out are fine
+ * (a decoder skips unknown fields). Only definitions whose full name starts with `prefix` count.
+ */
+function compareSubset(upstream: Definitions, ours: Definitions, prefix: string): string[] {
+  const problems: string[] = [];
+  const mineOnly = <T>(m: Map<string, T>): [string, T][] => [...m].filter(([name]) => name.startsWith(prefix));
+  for (const [name, mine] of mineOnly(ours.types)) {
+    const theirs = upstream.types.get(name);
+    if (!theirs) {
+      problems.push(`message ${name}: not upstream`);
+      continue;
+    }
+    for (const field of mine.fieldsArray) {
+      const got = describeShape(shapeOf(field));
+      const upstreamField = theirs.fields[field.name];
+      if (!upstreamField) problems.push(`field ${name}.${field.name}: not upstream (ours ${got})`);
+      else if (describeShape(shapeOf(upstreamField)) !== got)
+        problems.push(`field ${name}.${field.name}: ours ${got}, upstream ${describeShape(shapeOf(upstreamField))}`);
+    }
+  }
+  const renderEnum = (e: Enum): string =>
+    Object.entries(e.values)
+      .sort(([a], [b]) => a.localeCompare(b))
+      .map(([k, v]) => `${k}=${v}`)
+      .join(', ');
+  for (const [name, mine] of mineOnly(ours.enums)) {
+    const theirs = upstream.enums.get(name);
+    if (!theirs) problems.push(`enum ${name}: not upstream`);
+    else if (renderEnum(mine) !== renderEnum(theirs)) problems.push(`enum ${name}: ours {${renderEnum(mine)}}, upstream {${renderEnum(theirs)}}`);
+  }
+  const renderMethod = (s: Service, method: string): string | undefined => {
+    const m = s.methods[method];
+    if (!m) return undefined;
+    m.resolve();
+    const req = m.resolvedRequestType?.fullName.slice(1) ?? m.requestType;
+    const res = m.resolvedResponseType?.fullName.slice(1) ?? m.responseType;
+    return `(${m.requestStream ? 'stream ' : ''}${req}) returns (${m.responseStream ? 'stream ' : ''}${res})`;
+  };
+  for (const [name, mine] of mineOnly(ours.services)) {
+    const theirs = upstream.services.get(name);
+    if (!theirs) {
+      problems.push(`service ${name}: not upstream`);
+      continue;
+    }
+    for (const method of Object.keys(mine.methods).sort()) {
+      const want = renderMethod(theirs, method);
+      const got = renderMethod(mine, method);
+      if (!want) problems.push(`rpc ${name}.${method}: not upstream`);
+      else if (want !== got) problems.push(`rpc ${name}.${method}: ours ${got}, upstream ${want}`);
+    }
+  }
+  return problems;
+}
+
 // --- the test -----------------------------------------------------------------------------------
 
 describe('proto/ is wire-compatible with containerd 1.6.20 and cgroups 1.0.4', () => {
@@ -378,5 +439,103 @@ describe('proto/ is wire-compatible with containerd 1.6.20 and cgroups 1.0.4', (
         '}',
       ].join('\n'),
     );
+  });
+});
+
+// --- CRI ----------------------------------------------------------------------------------------
+
+/** The CRI module containerd 1.6.20's go.mod pins, and the file of it proto/k8s.io mirrors. */
+const CRI_MODULE = 'k8s.io/cri-api';
+const CRI_VERSION = 'v0.25.0';
+const CRI_FILE = 'pkg/apis/runtime/v1/api.proto';
+const OUR_CRI_FILE = path.join(OUR_PROTO_DIR, 'k8s.io', 'cri-api', CRI_FILE);
+
+/** The go command: from PATH, else the toolchain's usual install place. */
+function goBinary(): string {
+  for (const dir of [...(process.env.PATH ?? '').split(':').filter((d) => d !== ''), '/usr/local/go/bin', '/usr/lib/go/bin']) {
+    const candidate = path.join(dir, 'go');
+    if (fs.existsSync(candidate)) return candidate;
+  }
+  throw new Error('the CRI proto comparison needs the go command (golang-go or /usr/local/go) to fetch k8s.io/cri-api');
+}
+
+/** `go mod download` of the pinned module into `cache`; returns the module's source dir. */
+function downloadCriModule(cache: string): string {
+  const opts: ExecFileSyncOptions = {
+    cwd: cache,
+    timeout: 120_000,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    // A private, writable module cache, so the test leaves nothing behind and needs no go.mod.
+    env: { ...process.env, GOMODCACHE: path.join(cache, 'mod'), GOFLAGS: '-modcacherw', GO111MODULE: 'on', GOTOOLCHAIN: 'local' },
+  };
+  let out: string;
+  try {
+    out = execFileSync(goBinary(), ['mod', 'download', '-json', `${CRI_MODULE}@${CRI_VERSION}`], opts).toString('utf8');
+  } catch (err) {
+    const e = err as { stdout?: Buffer; stderr?: Buffer; message: string };
+    throw new Error(`go mod download ${CRI_MODULE}@${CRI_VERSION} failed: ${e.message}\n${e.stdout?.toString() ?? ''}${e.stderr?.toString() ?? ''}`);
+  }
+  const info = JSON.parse(out) as { Path?: string; Version?: string; Dir?: string; Error?: string };
+  if (info.Error || !info.Dir) throw new Error(`go mod download ${CRI_MODULE}@${CRI_VERSION}: ${info.Error ?? 'no Dir in its answer'}`);
+  if (info.Path !== CRI_MODULE || info.Version !== CRI_VERSION) throw new Error(`go mod download answered ${info.Path}@${info.Version}`);
+  return info.Dir;
+}
+
+describe(`proto/k8s.io (CRI subset) is wire-compatible with ${CRI_MODULE} ${CRI_VERSION}`, () => {
+  let tmp = '';
+  let upstream: Definitions;
+  let ours: Definitions;
+
+  beforeAll(() => {
+    tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tshim-cri-proto-'));
+    const moduleDir = downloadCriModule(tmp);
+    const stripped = path.join(tmp, 'stripped', 'k8s.io', 'cri-api', CRI_FILE);
+    fs.mkdirSync(path.dirname(stripped), { recursive: true });
+    fs.writeFileSync(stripped, stripGoAnnotations(fs.readFileSync(path.join(moduleDir, CRI_FILE), 'utf8')));
+    upstream = collect(loadTree(path.join(tmp, 'stripped'), [stripped]));
+    ours = collect(loadTree(OUR_PROTO_DIR, [OUR_CRI_FILE]));
+  }, 180_000);
+
+  afterAll(() => {
+    if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+  });
+
+  it('the comparison covers what it claims to', () => {
+    // v0.25.0 has 26 RuntimeService and 5 ImageService rpcs; ours is the subset the tests call.
+    expect(upstream.services.get('runtime.v1.RuntimeService')?.methodsArray).toHaveLength(26);
+    expect(upstream.services.get('runtime.v1.ImageService')?.methodsArray).toHaveLength(5);
+    expect(ours.services.get('runtime.v1.RuntimeService')?.methodsArray.length).toBeGreaterThanOrEqual(20);
+    const ourMessages = [...ours.types.keys()].filter((n) => n.startsWith('runtime.v1.'));
+    expect(ourMessages.length).toBeGreaterThan(80);
+    expect([...ours.types.keys()].every((n) => n.startsWith('runtime.v1.'))).toBe(true);
+  });
+
+  it('has zero mismatches in services, methods, messages, fields and enums', () => {
+    const problems = compareSubset(upstream, ours, 'runtime.v1.');
+    expect(problems, `${problems.length} mismatch(es):\n${problems.join('\n')}`).toEqual([]);
+  });
+
+  it('the subset comparison reports drift: renumbered, renamed, retyped and invented definitions', () => {
+    const json = loadTree(OUR_PROTO_DIR, [OUR_CRI_FILE]).toJSON();
+    type Json = { nested: Record<string, Json>; fields: Record<string, { id: number; type: string }>; methods: Record<string, { requestType: string; responseType: string }>; values: Record<string, number> };
+    const at = (...p: string[]): Json => p.reduce<Json>((node, key) => node.nested[key]!, json as unknown as Json);
+    at('runtime', 'v1', 'ContainerStatus').fields['exit_code']!.id = 17;
+    at('runtime', 'v1', 'ExecSyncRequest').fields['timeout']!.type = 'int32';
+    const linux = at('runtime', 'v1', 'PodSandboxConfig').fields['linux']!;
+    delete at('runtime', 'v1', 'PodSandboxConfig').fields['linux'];
+    at('runtime', 'v1', 'PodSandboxConfig').fields['linux_config'] = linux;
+    at('runtime', 'v1', 'ContainerState').values['CONTAINER_PAUSED'] = 4;
+    at('runtime', 'v1', 'RuntimeService').methods['Pause'] = { requestType: 'StatusRequest', responseType: 'StatusResponse' };
+    const broken = Root.fromJSON(json);
+    broken.resolveAll();
+    const problems = compareSubset(upstream, collect(broken), 'runtime.v1.');
+    expect(problems).toEqual(expect.arrayContaining([
+      'field runtime.v1.ContainerStatus.exit_code: ours singular int32 = 17, upstream singular int32 = 7',
+      'field runtime.v1.ExecSyncRequest.timeout: ours singular int32 = 3, upstream singular int64 = 3',
+      'field runtime.v1.PodSandboxConfig.linux_config: not upstream (ours singular runtime.v1.LinuxPodSandboxConfig = 8)',
+      expect.stringMatching(/^enum runtime\.v1\.ContainerState: ours \{.*CONTAINER_PAUSED=4.*\}/),
+      'rpc runtime.v1.RuntimeService.Pause: not upstream',
+    ]));
+    expect(problems).toHaveLength(5);
   });
 });
