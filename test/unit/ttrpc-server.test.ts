@@ -533,9 +533,16 @@ describe('TtrpcServer: lifecycle', () => {
   });
 
   it('shuts down gracefully: waits for the in-flight call, then refuses new connections', async () => {
+    // The handler signals that it runs and finishes only when the test says so: no sleep decides
+    // whether the call is in flight when shutdown begins.
+    let entered!: () => void;
+    const inHandler = new Promise<void>((resolve) => (entered = resolve));
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
     await startServer({
       Slow: async () => {
-        await sleep(200);
+        entered();
+        await gate;
         return Buffer.from('done');
       },
     });
@@ -543,11 +550,16 @@ describe('TtrpcServer: lifecycle', () => {
     const idle = await client();
     expect(server.connectionCount).toBe(2);
     const call = c.call(SERVICE, 'Slow', Buffer.alloc(0));
-    await sleep(20);
-    const started = Date.now();
-    await server.shutdown(5000);
+    await inHandler;
+    let finished = false;
+    const shutdown = server.shutdown(5000).then(() => {
+      finished = true;
+    });
+    await sleep(100);
+    expect(finished).toBe(false); // still waiting for the in-flight call
+    release();
+    await shutdown;
     // The reply was written before the connection was closed, so the call succeeds.
-    expect(Date.now() - started).toBeGreaterThanOrEqual(150);
     expect((await call).toString()).toBe('done');
     expect(server.connectionCount).toBe(0);
     await waitFor(() => idle.closed && c.closed);
