@@ -3,7 +3,9 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { groupingKey, socketAddress, startOutput, writeAddressFile } from '../../src/common/bootstrap';
+import {
+  DAEMON_NODE_FLAGS, daemonCommand, groupingKey, socketAddress, startOutput, writeAddressFile,
+} from '../../src/common/bootstrap';
 
 describe('bootstrap helpers', () => {
   it('derives the socket as the runc shim does (sha256 of address/ns/key)', () => {
@@ -32,5 +34,20 @@ describe('bootstrap helpers', () => {
   it('prints a bare address for ttrpc and the version-3 JSON for grpc', () => {
     expect(startOutput('unix:///s', 'ttrpc')).toBe('unix:///s');
     expect(JSON.parse(startOutput('unix:///s', 'grpc'))).toEqual({ version: 3, address: 'unix:///s', protocol: 'grpc' });
+  });
+});
+
+describe('daemonCommand', () => {
+  it('runs the daemon with the daemon V8 flags right after node', () => {
+    expect(daemonCommand(['/usr/bin/node', '/opt/tshim/bin/shim'], {})).toEqual(['/usr/bin/node', ...DAEMON_NODE_FLAGS, '/opt/tshim/bin/shim']);
+    expect(daemonCommand(['/usr/bin/node', '--inspect-brk=0', '/s'], {})).toEqual(['/usr/bin/node', ...DAEMON_NODE_FLAGS, '--inspect-brk=0', '/s']);
+  });
+
+  it('takes TSHIM_DAEMON_NODE_FLAGS instead (empty: none), and leaves a single executable alone', () => {
+    expect(daemonCommand(['/usr/bin/node', '/s'], { TSHIM_DAEMON_NODE_FLAGS: ' --jitless  --max-old-space-size=64 ' })).toEqual([
+      '/usr/bin/node', '--jitless', '--max-old-space-size=64', '/s',
+    ]);
+    expect(daemonCommand(['/usr/bin/node', '/s'], { TSHIM_DAEMON_NODE_FLAGS: '' })).toEqual(['/usr/bin/node', '/s']);
+    expect(daemonCommand(['/usr/local/bin/containerd-shim-tshim-v2'], {})).toEqual(['/usr/local/bin/containerd-shim-tshim-v2']);
   });
 });
