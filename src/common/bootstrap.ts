@@ -10,7 +10,7 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import type { ShimFlags } from './cli';
 import {
-  ADOPTION_VERSION, plainEnv, requestAdoption, spareEnabled, spareSocketPath, type AdoptionRequest,
+  ADOPTION_DEADLINE_MS, ADOPTION_VERSION, plainEnv, requestAdoption, spareEnabled, spareSocketPath, type AdoptionRequest,
 } from './spare';
 
 export const DEFAULT_SOCKET_DIR = '/run/containerd/s';
@@ -156,6 +156,7 @@ async function adoptSpare(inputs: StartInputs, spare: string, sockPath: string, 
     socket: sockPath,
     protocol: inputs.protocol,
     env: plainEnv({ ...env, TSHIM_PROTOCOL: inputs.protocol }),
+    deadline: Date.now() + ADOPTION_DEADLINE_MS,
   };
   const reply = await requestAdoption(spare, request);
   return reply?.ok ? reply.pid : undefined;

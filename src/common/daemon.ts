@@ -145,6 +145,12 @@ export async function runSpare(flags: ShimFlags): Promise<void> {
         answer(socket, { ok: false, code: 'BUSY', message: 'this spare is being adopted by another start' });
         return;
       }
+      if (Date.now() > request.deadline) {
+        // A spare still loading when start asked: start has given up (or is about to) and launches
+        // a daemon of its own, which must not find this one on the container's socket.
+        answer(socket, { ok: false, code: 'EXPIRED', message: 'adoption request arrived after its deadline' });
+        return;
+      }
       adopting = true;
       let listener: net.Server;
       try {

@@ -23,6 +23,8 @@ export const DEFAULT_CONTAINERD_CHECK_MS = 10_000;
 export const MAX_ADOPTION_LINE = 1 << 20;
 /** start gives a spare this long to answer before it launches a daemon of its own. */
 const ADOPTION_TIMEOUT_MS = 3_000;
+/** A spare accepts a request only this long after start sent it (the rest is room to answer). */
+export const ADOPTION_DEADLINE_MS = 2_000;
 
 /** Everything a daemon learns from containerd at launch: argv, environment and working directory. */
 export interface AdoptionRequest {
@@ -39,11 +41,16 @@ export interface AdoptionRequest {
   protocol: Protocol;
   /** the environment containerd gave `start`, which the daemon would have inherited */
   env: Record<string, string>;
+  /**
+   * ms since the epoch after which the spare must refuse: `start` stops waiting soon after, and a
+   * spare that took the container once start has given up would serve a daemon nobody placed.
+   */
+  deadline: number;
 }
 
 export type AdoptionReply =
   | { ok: true; pid: number }
-  | { ok: false; code: 'EADDRINUSE' | 'BUSY' | 'INVALID' | 'FAILED'; message: string };
+  | { ok: false; code: 'EADDRINUSE' | 'BUSY' | 'INVALID' | 'EXPIRED' | 'FAILED'; message: string };
 
 /**
  * Whether `start` may use (and keep) a spare. Off with TSHIM_SPARE=0 or the runtime option
@@ -168,6 +175,7 @@ export function parseAdoptionRequest(line: string): AdoptionRequest {
     socket: str('socket', true),
     protocol: raw['protocol'] === 'grpc' ? 'grpc' : 'ttrpc',
     env: {},
+    deadline: typeof raw['deadline'] === 'number' ? raw['deadline'] : 0,
   };
   if (!path.isAbsolute(request.bundle) || !path.isAbsolute(request.socket)) {
     throw new Error('adoption request: bundle and socket must be absolute paths');

@@ -61,13 +61,14 @@ describe('spare daemon socket', () => {
 
     const request = {
       v: 1, namespace: first.namespace, id: 'x', bundle: first.dir, address, publishBinary: '', debug: false,
-      socket: '/run/containerd/s/tshim-wire-never', protocol: 'ttrpc', env: {},
+      socket: '/run/containerd/s/tshim-wire-never', protocol: 'ttrpc', env: {}, deadline: Date.now() + 600_000,
     };
     const refusals: Array<[string, Buffer | string, RegExp]> = [
       ['garbage', 'GET / HTTP/1.1\r\n\r\n\n', /"code":"INVALID"/],
       ['another protocol version', `${JSON.stringify({ ...request, v: 2 })}\n`, /version 2/],
       ['a relative bundle', `${JSON.stringify({ ...request, bundle: 'rel/dir' })}\n`, /absolute/],
       ['env not an object', `${JSON.stringify({ ...request, env: ['A=1'] })}\n`, /env must be an object/],
+      ['a request past its deadline (start gave up)', `${JSON.stringify({ ...request, deadline: Date.now() - 1 })}\n`, /"code":"EXPIRED"/],
       ['a socket already in use', `${JSON.stringify({ ...request, socket: first.socketPath })}\n`, /"code":"EADDRINUSE"/],
       ['a line over 1 MiB', Buffer.alloc(1.5 * 1024 * 1024, 0x61), /too long/],
     ];

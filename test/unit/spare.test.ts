@@ -18,6 +18,7 @@ const request: AdoptionRequest = {
   socket: '/run/containerd/s/abc',
   protocol: 'ttrpc',
   env: { PATH: '/usr/bin', TTRPC_ADDRESS: '/run/containerd/containerd.sock.ttrpc' },
+  deadline: 1_900_000_000_000,
 };
 
 const servers: net.Server[] = [];
