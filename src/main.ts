@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { isatty } from 'node:tty';
 import { parseArgs } from './common/cli';
 import { runCommand } from './common/actions';
+import { currentPlatform } from './platform';
 
 process.removeAllListeners('warning');
 
@@ -35,6 +36,7 @@ runCommand(command, {
   stderr: process.stderr,
   readStdin,
   selfCommand: [process.execPath, ...process.execArgv, process.argv[1] ?? __filename],
+  platform: currentPlatform(),
 }).then(
   (code) => {
     // start/delete end here without closing handles: the listening socket handed to the daemon

@@ -1,10 +1,10 @@
 /**
- * The contract between the platform-neutral task service and a platform (Linux runc, Windows HCS),
- * and the one place that picks the platform. The service owns the state machines: a backend is
+ * The contract between the platform-neutral task service and a platform (Linux runc, Windows HCS).
+ * Which platform runs is decided outside src/common (src/platform.ts), so the core never imports a
+ * platform folder; it receives a `Platform` from the entry point. The service owns the state machines: a backend is
  * only called in a state where the operation is legal, so it never re-checks states; it reports
  * failures as ShimErrors already classified (NotFound for "process already finished", ...).
  */
-import { Code, ShimError } from './errors';
 import type { AnyMessage } from './proto';
 
 export interface ExitStatus {
@@ -123,13 +123,10 @@ export interface BackendContext {
 }
 
 /**
- * The only place that imports a platform folder. Loaded lazily so `start` never pays for it.
+ * What the entry point hands the core: how to build this machine's backend. Loading is lazy so
+ * `start` never pays for it.
  */
-export async function loadBackend(context: BackendContext): Promise<Backend> {
-  if (process.platform !== 'linux') {
-    // The HCS backend (src/windows/) is tracked separately; refuse clearly rather than half-work.
-    throw new ShimError(Code.Unimplemented, `no tshim backend for platform ${process.platform} in this build`);
-  }
-  const { createLinuxBackend } = await import('../linux/backend');
-  return createLinuxBackend(context);
+export interface Platform {
+  readonly name: string;
+  loadBackend(context: BackendContext): Promise<Backend>;
 }

@@ -5,7 +5,7 @@
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
-import { loadBackend, type Backend } from './backend';
+import type { Backend, Platform } from './backend';
 import { protocolFromEnv, socketPath, type Protocol } from './bootstrap';
 import type { ShimFlags } from './cli';
 import { Publisher } from './events';
@@ -18,7 +18,7 @@ import { RUNTIME_TYPE } from './version';
 
 const SHUTDOWN_GRACE_MS = 5000;
 
-export async function runDaemon(flags: ShimFlags): Promise<void> {
+export async function runDaemon(flags: ShimFlags, platform: Platform): Promise<void> {
   const bundle = flags.bundle || process.cwd();
   let logReady = false;
   const ensureLogger = (): void => {
@@ -36,7 +36,7 @@ export async function runDaemon(flags: ShimFlags): Promise<void> {
   guardProcess(ensureLogger);
   const protocol = protocolFromEnv();
   try {
-    await serve(flags, bundle, protocol);
+    await serve(flags, bundle, protocol, platform);
   } catch (err) {
     ensureLogger();
     logger.error('shim failed to start', { error: err });
@@ -49,14 +49,14 @@ export async function runDaemon(flags: ShimFlags): Promise<void> {
   });
 }
 
-async function serve(flags: ShimFlags, bundle: string, protocol: Protocol): Promise<void> {
+async function serve(flags: ShimFlags, bundle: string, protocol: Protocol, platform: Platform): Promise<void> {
   const publisher = new Publisher({
     namespace: flags.namespace,
     ttrpcAddress: process.env['TTRPC_ADDRESS'],
     publishBinary: flags.publishBinary,
     containerdAddress: flags.address,
   });
-  const backend = await loadBackend({ namespace: flags.namespace, debug: flags.debug });
+  const backend = await platform.loadBackend({ namespace: flags.namespace, debug: flags.debug });
   let stopping: Promise<void> | undefined;
   const listener = await openListener(flags);
   // Remembered now: in a group the address file may later be rewritten, and the socket is ours alone.

@@ -1,0 +1,20 @@
+/**
+ * The one place that picks a platform: src/common never imports src/linux or src/windows; the
+ * entry point passes this object in. Each backend is imported only when a command needs it, so
+ * `start` and `-v` load neither.
+ */
+import type { Backend, BackendContext, Platform } from './common/backend';
+import { Code, ShimError } from './common/errors';
+
+export function currentPlatform(os: NodeJS.Platform = process.platform): Platform {
+  return {
+    name: os,
+    async loadBackend(context: BackendContext): Promise<Backend> {
+      if (os === 'linux') {
+        const { createLinuxBackend } = await import('./linux/backend');
+        return createLinuxBackend(context);
+      }
+      throw new ShimError(Code.Unimplemented, `no tshim backend for platform ${os} in this build`);
+    },
+  };
+}
