@@ -7,6 +7,17 @@ import type { Backend, BackendContext, Platform } from './common/backend';
 import { Code, ShimError } from './common/errors';
 
 export function currentPlatform(os: NodeJS.Platform = process.platform): Platform {
+  if (os === 'win32') {
+    return {
+      name: os,
+      // named pipes and the runhcs CLI contract; its module is small and loads no native code
+      transport: (require('./windows/pipes') as typeof import('./windows/pipes')).windowsTransport,
+      async loadBackend(context: BackendContext): Promise<Backend> {
+        const { createWindowsBackend } = await import('./windows/backend');
+        return createWindowsBackend(context);
+      },
+    };
+  }
   return {
     name: os,
     async loadBackend(context: BackendContext): Promise<Backend> {

@@ -48,8 +48,9 @@ export async function runCommand(command: Command, io: ActionIO): Promise<number
 
 async function runStartAction(flags: ShimFlags, io: ActionIO): Promise<number> {
   const { runStart, protocolFromEnv } = await import('./bootstrap');
+  const start = io.platform.transport?.start ?? runStart;
   try {
-    const result = await runStart({
+    const result = await start({
       flags,
       bundle: flags.bundle || process.cwd(),
       stdin: await io.readStdin(),
@@ -72,9 +73,9 @@ async function runDeleteAction(flags: ShimFlags, io: ActionIO): Promise<number> 
   const bundle = flags.bundle || path.join(path.dirname(process.cwd()), flags.id);
   try {
     const backend = await io.platform.loadBackend({ namespace: flags.namespace, debug: flags.debug });
-    const { pid } = await backend.cleanup({ id: flags.id, namespace: flags.namespace, bundle });
+    const { pid, exitStatus } = await backend.cleanup({ id: flags.id, namespace: flags.namespace, bundle });
     const { encodeDeleteResponse } = await import('./wire');
-    io.stdout.write(encodeDeleteResponse({ pid, exitStatus: 128 + 9, exitedAt: new Date() }));
+    io.stdout.write(encodeDeleteResponse({ pid, exitStatus: exitStatus ?? 128 + 9, exitedAt: new Date() }));
     return 0;
   } catch (err) {
     io.stderr.write(`delete failed: ${(err as Error).message}\n`);

@@ -5,6 +5,9 @@
  * only called in a state where the operation is legal, so it never re-checks states; it reports
  * failures as ShimErrors already classified (NotFound for "process already finished", ...).
  */
+import type { Server } from 'node:net';
+import type { StartInputs, StartResult } from './bootstrap';
+import type { ShimFlags } from './cli';
 import type { AnyMessage } from './proto';
 
 export interface ExitStatus {
@@ -85,6 +88,12 @@ export interface PlatformContainer {
   resume(): Promise<void>;
   /** every pid in the container */
   pids(): Promise<number[]>;
+  /**
+   * Pids with the platform's own detail message (Windows: containerd.runhcs.v1.ProcessDetails);
+   * when present the service answers Pids with it instead of `pids()`. `execIdOf` names the exec
+   * that owns a pid, '' for none.
+   */
+  processList?(execIdOf: (pid: number) => string): Promise<Array<{ pid: number; info?: AnyMessage }>>;
   /** cgroup (or HCS) metrics as an Any */
   stats(): Promise<AnyMessage>;
   update(resources: AnyMessage | undefined, annotations: Readonly<Record<string, string>>): Promise<void>;
@@ -104,6 +113,8 @@ export interface CleanupRequest {
 
 export interface CleanupResult {
   pid: number;
+  /** what DeleteResponse reports; 137 (SIGKILL) when unset, as the runc shim does */
+  exitStatus?: number;
 }
 
 export interface Backend {
@@ -129,4 +140,20 @@ export interface BackendContext {
 export interface Platform {
   readonly name: string;
   loadBackend(context: BackendContext): Promise<Backend>;
+  /**
+   * How this platform's containerd expects the CLI contract and the daemon's transport, when it is
+   * not the unix-socket one of bootstrap.ts (Windows: named pipes, stdout close as readiness).
+   */
+  readonly transport?: PlatformTransport;
+}
+
+export interface PlatformTransport {
+  /** the `start` action: spawn (or reuse) a daemon, return what containerd reads on stdout */
+  start(inputs: StartInputs): Promise<StartResult>;
+  /** the daemon's listener; `remove` runs at shutdown */
+  listen(flags: ShimFlags, bundle: string): Promise<{ server: Server; remove(): void }>;
+  /** where the daemon's log lines go (undefined: nowhere) */
+  logStream(flags: ShimFlags, bundle: string): NodeJS.WritableStream | undefined;
+  /** the daemon serves: tell `start` (Windows: close stdout); std handles are unused after this */
+  ready(): void;
 }

@@ -21,12 +21,13 @@ const SHUTDOWN_GRACE_MS = 5000;
 export async function runDaemon(flags: ShimFlags, platform: Platform): Promise<void> {
   const bundle = flags.bundle || process.cwd();
   let logReady = false;
+  const transport = platform.transport;
   const ensureLogger = (): void => {
     if (logReady) return;
     logReady = true;
     configureLogger({
       level: flags.debug ? 'debug' : 'info',
-      fifoPath: path.join(bundle, 'log'),
+      ...(transport ? { stream: transport.logStream(flags, bundle) } : { fifoPath: path.join(bundle, 'log') }),
       fields: { namespace: flags.namespace, id: flags.id, runtime: RUNTIME_TYPE },
     });
   };
@@ -58,9 +59,20 @@ async function serve(flags: ShimFlags, bundle: string, protocol: Protocol, platf
   });
   const backend = await platform.loadBackend({ namespace: flags.namespace, debug: flags.debug });
   let stopping: Promise<void> | undefined;
-  const listener = await openListener(flags);
-  // Remembered now: in a group the address file may later be rewritten, and the socket is ours alone.
-  const ownSocket = ownSocketPath(flags, bundle);
+  let listener: net.Server;
+  let removeListener: () => void;
+  if (platform.transport) {
+    const opened = await platform.transport.listen(flags, bundle);
+    listener = opened.server;
+    removeListener = opened.remove;
+  } else {
+    listener = await openListener(flags);
+    // Remembered now: in a group the address file may later be rewritten, and the socket is ours alone.
+    const ownSocket = ownSocketPath(flags, bundle);
+    removeListener = () => {
+      if (ownSocket) fs.rmSync(ownSocket, { force: true });
+    };
+  }
 
   const service = new TaskService(backend, publisher, flags.namespace, {
     requestShutdown: () => {
@@ -86,7 +98,7 @@ async function serve(flags: ShimFlags, bundle: string, protocol: Protocol, platf
   async function stop(): Promise<void> {
     logger.info('shim shutting down');
     listener.close();
-    if (ownSocket) fs.rmSync(ownSocket, { force: true });
+    removeListener();
     await closeTransport().catch((err: unknown) => logger.warn('closing transport', { error: err }));
     await publisher.close(SHUTDOWN_GRACE_MS).catch(() => undefined);
     await closeBackend(backend);
@@ -94,6 +106,7 @@ async function serve(flags: ShimFlags, bundle: string, protocol: Protocol, platf
     process.exit(0);
   }
 
+  platform.transport?.ready();
   for (const sig of ['SIGTERM', 'SIGINT'] as const) {
     process.on(sig, () => {
       logger.info('received signal', { signal: sig, containers: service.containerCount });

@@ -1,0 +1,180 @@
+/**
+ * The few Win32 calls the Windows backend needs beside vmcompute.dll: CoTaskMemFree (ole32) for the
+ * strings HCS allocates, and ReadFile/WriteFile/GetOverlappedResult/CancelIoEx/CloseHandle/
+ * CreateEventW (kernel32) to relay the raw pipe HANDLEs HCS returns for a process's stdio (Node can
+ * wrap no foreign HANDLE into a stream, spec §6.5). Every declaration is its C prototype with
+ * fixed-width types; BOOL is int32_t. Both DLLs load on first use.
+ *
+ * I/O uses an OVERLAPPED with its own event, so it is correct whether HCS opened the pipe for
+ * overlapped I/O or not (unverified which, spec §10): a synchronous handle completes inside ReadFile;
+ * an overlapped one returns FALSE with the OVERLAPPED's status still STATUS_PENDING, and the wait
+ * for it runs on a worker (GetOverlappedResult with bWait=TRUE). GetLastError is never used: after a
+ * `.async` call it would read the JS thread's slot, not the worker's (spec §8.3).
+ */
+import type * as Koffi from 'koffi';
+import type { StdioHandle, StdioIo } from './hcs-api';
+
+const PROTOTYPES = {
+  // ole32
+  CoTaskMemFree: 'void __stdcall CoTaskMemFree(void *pv)',
+  // kernel32
+  CloseHandle: 'int32_t __stdcall CloseHandle(HANDLE hObject)',
+  ReadFile: 'int32_t __stdcall ReadFile(HANDLE hFile, void *lpBuffer, uint32_t nNumberOfBytesToRead, _Out_ uint32_t *lpNumberOfBytesRead, void *lpOverlapped)',
+  WriteFile: 'int32_t __stdcall WriteFile(HANDLE hFile, const void *lpBuffer, uint32_t nNumberOfBytesToWrite, _Out_ uint32_t *lpNumberOfBytesWritten, void *lpOverlapped)',
+  GetOverlappedResult: 'int32_t __stdcall GetOverlappedResult(HANDLE hFile, void *lpOverlapped, _Out_ uint32_t *lpNumberOfBytesTransferred, int32_t bWait)',
+  CancelIoEx: 'int32_t __stdcall CancelIoEx(HANDLE hFile, void *lpOverlapped)',
+  CreateEventW: 'HANDLE __stdcall CreateEventW(void *lpEventAttributes, int32_t bManualReset, int32_t bInitialState, const char16_t *lpName)',
+} as const;
+
+type Name = keyof typeof PROTOTYPES;
+const DLL: Record<Name, string> = {
+  CoTaskMemFree: 'ole32.dll',
+  CloseHandle: 'kernel32.dll',
+  ReadFile: 'kernel32.dll',
+  WriteFile: 'kernel32.dll',
+  GetOverlappedResult: 'kernel32.dll',
+  CancelIoEx: 'kernel32.dll',
+  CreateEventW: 'kernel32.dll',
+};
+
+/** OVERLAPPED on x64: Internal (ULONG_PTR) @0, InternalHigh @8, Offset/OffsetHigh @16, hEvent @24. */
+export const OVERLAPPED_SIZE = 32;
+const STATUS_PENDING = 0x103;
+/** Written into OVERLAPPED.Internal before each call: still there means the call failed before any I/O. */
+const NOT_STARTED = 0xffffffff;
+
+let koffiModule: typeof Koffi | undefined;
+const libs = new Map<string, Koffi.IKoffiLib>();
+const fns = new Map<Name, Koffi.KoffiFunction>();
+
+function ffi(): typeof Koffi {
+  if (!koffiModule) {
+    koffiModule = require('koffi') as typeof Koffi;
+    // shared with vmcompute.ts, which may have declared it first
+    try {
+      koffiModule.pointer('HANDLE', koffiModule.opaque());
+    } catch {
+      // already declared
+    }
+  }
+  return koffiModule;
+}
+
+function fn(name: Name): Koffi.KoffiFunction {
+  let f = fns.get(name);
+  if (f) return f;
+  const koffi = ffi();
+  const dll = DLL[name];
+  let lib = libs.get(dll);
+  if (!lib) {
+    lib = koffi.load(dll);
+    libs.set(dll, lib);
+  }
+  f = lib.func(PROTOTYPES[name]);
+  fns.set(name, f);
+  return f;
+}
+
+function callAsync<R>(name: Name, ...args: unknown[]): Promise<R> {
+  return new Promise<R>((resolve, reject) => {
+    (fn(name).async as (...a: unknown[]) => void)(...args, (err: unknown, res: R) => (err ? reject(err) : resolve(res)));
+  });
+}
+
+/** Frees memory HCS allocated for a returned string (spec §1.1: CoTaskMemFree, never `free`). */
+export function coTaskMemFree(ptr: unknown): void {
+  if (ptr === null || ptr === undefined) return;
+  fn('CoTaskMemFree')(ptr);
+}
+
+/** A NUL-terminated UTF-16 string at `ptr`. */
+export function decodeWide(ptr: unknown): string {
+  return ffi().decode(ptr, 'char16_t', -1) as string;
+}
+
+/** One OVERLAPPED and its manual-reset event, reused by the calls of one direction of one handle. */
+class Overlapped {
+  readonly buffer = Buffer.alloc(OVERLAPPED_SIZE);
+  private readonly event: unknown;
+
+  constructor() {
+    const koffi = ffi();
+    const event: unknown = fn('CreateEventW')(null, 1, 0, null);
+    if (event === null) throw new Error('CreateEventW failed');
+    this.event = event;
+    this.buffer.writeBigUInt64LE(koffi.address(event), 24);
+  }
+
+  reset(): void {
+    this.buffer.writeBigUInt64LE(BigInt(NOT_STARTED), 0);
+    this.buffer.writeBigUInt64LE(0n, 8);
+    this.buffer.writeBigUInt64LE(0n, 16);
+  }
+
+  get pending(): boolean {
+    return this.buffer.readBigUInt64LE(0) === BigInt(STATUS_PENDING);
+  }
+
+  close(): void {
+    fn('CloseHandle')(this.event);
+  }
+}
+
+/**
+ * Runs one ReadFile/WriteFile; resolves with the bytes transferred, or -1 when the call failed
+ * (end of stream, broken pipe, cancelled: for a relay they all mean "stop").
+ */
+async function transfer(name: 'ReadFile' | 'WriteFile', handle: StdioHandle, data: Buffer, ov: Overlapped): Promise<number> {
+  ov.reset();
+  const count = [0];
+  const ok = await callAsync<number>(name, handle, data, data.length, count, ov.buffer);
+  if (ok) return count[0]!;
+  if (!ov.pending) return -1;
+  const done = [0];
+  const finished = await callAsync<number>('GetOverlappedResult', handle, ov.buffer, done, 1);
+  return finished ? done[0]! : -1;
+}
+
+/** The Win32 implementation of stdio I/O on HCS pipe handles. */
+export function win32StdioIo(): StdioIo {
+  const overlapped = new Map<string, Overlapped>();
+  const key = (handle: StdioHandle, dir: string): string => `${ffi().address(handle)}:${dir}`;
+  const ovFor = (handle: StdioHandle, dir: string): Overlapped => {
+    const k = key(handle, dir);
+    let ov = overlapped.get(k);
+    if (!ov) {
+      ov = new Overlapped();
+      overlapped.set(k, ov);
+    }
+    return ov;
+  };
+  return {
+    async read(handle, size) {
+      const buf = Buffer.alloc(size);
+      const n = await transfer('ReadFile', handle, buf, ovFor(handle, 'r'));
+      return n <= 0 ? Buffer.alloc(0) : buf.subarray(0, n);
+    },
+    async write(handle, data) {
+      let offset = 0;
+      while (offset < data.length) {
+        const n = await transfer('WriteFile', handle, data.subarray(offset), ovFor(handle, 'w'));
+        if (n <= 0) return false;
+        offset += n;
+      }
+      return true;
+    },
+    cancel(handle) {
+      fn('CancelIoEx')(handle, null);
+    },
+    close(handle) {
+      for (const dir of ['r', 'w']) {
+        const k = key(handle, dir);
+        overlapped.get(k)?.close();
+        overlapped.delete(k);
+      }
+      fn('CloseHandle')(handle);
+    },
+  };
+}
+
+export { PROTOTYPES as WIN32_PROTOTYPES };
