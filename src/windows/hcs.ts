@@ -147,13 +147,22 @@ export class ComputeSystem {
   async shutdown(): Promise<void> {
     if (this.state === 'closed' || this.state === 'stopped') return;
     const r = await this.hcs.api.shutdownComputeSystem(this.handle, '');
-    if (failed(r.hr) && !isPending(r.hr) && !isAlreadyStopped(r.hr) && !isNotExist(r.hr)) throw hcsError('shutdown', this.id, r.hr, r.result);
+    this.checkStop('shutdown', r);
   }
 
   async terminate(): Promise<void> {
     if (this.state === 'closed' || this.state === 'stopped') return;
     const r = await this.hcs.api.terminateComputeSystem(this.handle, '');
-    if (failed(r.hr) && !isPending(r.hr) && !isAlreadyStopped(r.hr) && !isNotExist(r.hr)) throw hcsError('terminate', this.id, r.hr, r.result);
+    this.checkStop('terminate', r);
+  }
+
+  /** Pending is the normal answer; already stopped or gone means no SystemExited will come: say it ourselves. */
+  private checkStop(op: string, r: { hr: number; result: string }): void {
+    if (isAlreadyStopped(r.hr) || isNotExist(r.hr)) {
+      this.ctx.deliver(Notification.SystemExited, 0);
+      return;
+    }
+    if (failed(r.hr) && !isPending(r.hr)) throw hcsError(op, this.id, r.hr, r.result);
   }
 
   async properties<T extends object>(types: readonly string[]): Promise<T> {

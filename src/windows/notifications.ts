@@ -88,8 +88,8 @@ export class NotificationContext {
           this.waiters = this.waiters.filter((w) => w !== waiter);
           reject(new ShimError(Code.DeadlineExceeded, `${op} ${id}: timed out after ${timeoutMs} ms waiting for the compute service`));
         }, timeoutMs);
-        // the daemon's listener keeps the process alive; a timer alone must not
-        timer.unref();
+        // kept ref'd on purpose: koffi's callback relay is unref'd, so a pending HCS operation
+        // would not keep Node alive by itself (spec §2.4); the wait is bounded anyway
       }
       this.settle();
     });
@@ -143,6 +143,11 @@ export class NotificationContext {
 export class NotificationRouter {
   private nextKey = 1;
   private readonly contexts = new Map<number, NotificationContext>();
+  /**
+   * koffi's callback relay does not keep Node alive (spec §2.4): while any HCS handle is open, this
+   * timer does, so a notification in flight is never lost to an exiting event loop.
+   */
+  private keepAlive: NodeJS.Timeout | undefined;
 
   constructor(api: HcsApi) {
     api.setNotificationSink((type, context, status) => this.contexts.get(context)?.deliver(type, status));
@@ -151,12 +156,17 @@ export class NotificationRouter {
   open(kind: 'system' | 'process'): NotificationContext {
     const ctx = new NotificationContext(this.nextKey++, kind);
     this.contexts.set(ctx.key, ctx);
+    this.keepAlive ??= setInterval(() => undefined, 1 << 30);
     return ctx;
   }
 
   close(ctx: NotificationContext): void {
     this.contexts.delete(ctx.key);
     ctx.close();
+    if (this.contexts.size === 0 && this.keepAlive) {
+      clearInterval(this.keepAlive);
+      this.keepAlive = undefined;
+    }
   }
 
   get size(): number {

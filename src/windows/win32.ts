@@ -5,11 +5,13 @@
  * wrap no foreign HANDLE into a stream, spec §6.5). Every declaration is its C prototype with
  * fixed-width types; BOOL is int32_t. Both DLLs load on first use.
  *
- * I/O uses an OVERLAPPED with its own event, so it is correct whether HCS opened the pipe for
- * overlapped I/O or not (unverified which, spec §10): a synchronous handle completes inside ReadFile;
- * an overlapped one returns FALSE with the OVERLAPPED's status still STATUS_PENDING, and the wait
- * for it runs on a worker (GetOverlappedResult with bWait=TRUE). GetLastError is never used: after a
- * `.async` call it would read the JS thread's slot, not the worker's (spec §8.3).
+ * Whether HCS opens these pipes for overlapped I/O is unverified (spec §10), so the mode is asked
+ * (NtQueryInformationFile, FileModeInformation): a synchronous handle gets plain blocking calls on a
+ * worker (Wine reports a synchronous pipe's EOF through an OVERLAPPED as forever pending, so none is
+ * passed there); an overlapped one gets an OVERLAPPED with its own event, and when ReadFile returns
+ * FALSE with the status still STATUS_PENDING the wait runs on a worker (GetOverlappedResult,
+ * bWait=TRUE). GetLastError is never used: after a `.async` call it would read the JS thread's
+ * slot, not the worker's (spec §8.3).
  */
 import type * as Koffi from 'koffi';
 import type { StdioHandle, StdioIo } from './hcs-api';
@@ -24,6 +26,9 @@ const PROTOTYPES = {
   GetOverlappedResult: 'int32_t __stdcall GetOverlappedResult(HANDLE hFile, void *lpOverlapped, _Out_ uint32_t *lpNumberOfBytesTransferred, int32_t bWait)',
   CancelIoEx: 'int32_t __stdcall CancelIoEx(HANDLE hFile, void *lpOverlapped)',
   CreateEventW: 'HANDLE __stdcall CreateEventW(void *lpEventAttributes, int32_t bManualReset, int32_t bInitialState, const char16_t *lpName)',
+  // ntdll: FileModeInformation (16) tells a synchronous handle from an overlapped one
+  NtQueryInformationFile:
+    'int32_t __stdcall NtQueryInformationFile(HANDLE FileHandle, _Out_ uint8_t *IoStatusBlock, _Out_ uint32_t *FileInformation, uint32_t Length, int32_t FileInformationClass)',
 } as const;
 
 type Name = keyof typeof PROTOTYPES;
@@ -35,11 +40,14 @@ const DLL: Record<Name, string> = {
   GetOverlappedResult: 'kernel32.dll',
   CancelIoEx: 'kernel32.dll',
   CreateEventW: 'kernel32.dll',
+  NtQueryInformationFile: 'ntdll.dll',
 };
 
 /** OVERLAPPED on x64: Internal (ULONG_PTR) @0, InternalHigh @8, Offset/OffsetHigh @16, hEvent @24. */
 export const OVERLAPPED_SIZE = 32;
 const STATUS_PENDING = 0x103;
+const FILE_MODE_INFORMATION = 16;
+const FILE_SYNCHRONOUS_IO = 0x10 | 0x20; // FILE_SYNCHRONOUS_IO_ALERT | _NONALERT
 /** Written into OVERLAPPED.Internal before each call: still there means the call failed before any I/O. */
 const NOT_STARTED = 0xffffffff;
 
@@ -124,7 +132,12 @@ class Overlapped {
  * Runs one ReadFile/WriteFile; resolves with the bytes transferred, or -1 when the call failed
  * (end of stream, broken pipe, cancelled: for a relay they all mean "stop").
  */
-async function transfer(name: 'ReadFile' | 'WriteFile', handle: StdioHandle, data: Buffer, ov: Overlapped): Promise<number> {
+async function transfer(name: 'ReadFile' | 'WriteFile', handle: StdioHandle, data: Buffer, ov: Overlapped | null): Promise<number> {
+  if (!ov) {
+    const count = [0];
+    const ok = await callAsync<number>(name, handle, data, data.length, count, null);
+    return ok ? count[0]! : -1;
+  }
   ov.reset();
   const count = [0];
   const ok = await callAsync<number>(name, handle, data, data.length, count, ov.buffer);
@@ -135,17 +148,25 @@ async function transfer(name: 'ReadFile' | 'WriteFile', handle: StdioHandle, dat
   return finished ? done[0]! : -1;
 }
 
+/** True when the handle was opened for overlapped I/O (false when the mode cannot be read). */
+export function isOverlapped(handle: StdioHandle): boolean {
+  const iosb = Buffer.alloc(16);
+  const mode = [0];
+  const status = fn('NtQueryInformationFile')(handle, iosb, mode, 4, FILE_MODE_INFORMATION) as number;
+  if (status !== 0) return false;
+  return (mode[0]! & FILE_SYNCHRONOUS_IO) === 0;
+}
+
 /** The Win32 implementation of stdio I/O on HCS pipe handles. */
 export function win32StdioIo(): StdioIo {
-  const overlapped = new Map<string, Overlapped>();
+  const overlapped = new Map<string, Overlapped | null>();
   const key = (handle: StdioHandle, dir: string): string => `${ffi().address(handle)}:${dir}`;
-  const ovFor = (handle: StdioHandle, dir: string): Overlapped => {
+  const ovFor = (handle: StdioHandle, dir: string): Overlapped | null => {
     const k = key(handle, dir);
-    let ov = overlapped.get(k);
-    if (!ov) {
-      ov = new Overlapped();
-      overlapped.set(k, ov);
-    }
+    if (overlapped.has(k)) return overlapped.get(k)!;
+    let ov: Overlapped | null;
+    ov = isOverlapped(handle) ? new Overlapped() : null;
+    overlapped.set(k, ov);
     return ov;
   };
   return {
