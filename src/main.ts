@@ -32,8 +32,14 @@ function readStdinStream(): Promise<Buffer> {
 
 const command = parseArgs(process.argv.slice(2));
 runCommand(command, {
-  stdout: process.stdout,
-  stderr: process.stderr,
+  // getters: touching process.stdout creates a stream over fd 1, which the Windows daemon must
+  // be able to close for real (its readiness signal) and Node never closes a stdio stream's fd
+  get stdout() {
+    return process.stdout;
+  },
+  get stderr() {
+    return process.stderr;
+  },
   readStdin,
   selfCommand: [process.execPath, ...process.execArgv, process.argv[1] ?? __filename],
   platform: currentPlatform(),

@@ -169,7 +169,12 @@ export const windowsTransport: PlatformTransport = {
   },
 
   ready() {
-    // containerd's `start` (our own, here) reads our stdout to EOF: closing it says "serving".
-    process.stdout.destroy();
+    // `start` reads our stdout to EOF: closing it says "serving". Neither process.stdout.destroy()
+    // nor fs.closeSync(1) closes it on Windows, so the HANDLE is closed through Win32.
+    try {
+      (require('./win32') as typeof import('./win32')).closeStdoutHandle();
+    } catch {
+      // no stdout to close
+    }
   },
 };

@@ -97,7 +97,12 @@ export function declarations(): Types {
   if (types) return types;
   const koffi = require('koffi') as typeof Koffi;
   for (const name of ['HCS_SYSTEM', 'HCS_PROCESS', 'HCS_CALLBACK']) koffi.pointer(name, koffi.opaque());
-  const handle = koffi.pointer('HANDLE', koffi.opaque());
+  try {
+    koffi.pointer('HANDLE', koffi.opaque());
+  } catch {
+    // win32.ts declared it first (the daemon's stdout close runs before any container)
+  }
+  const handle = 'HANDLE';
   // typedef struct { uint32_t Data1; uint16_t Data2; uint16_t Data3; uint8_t Data4[8]; } GUID;  16 bytes
   const guid = koffi.struct('GUID', {
     Data1: 'uint32_t',

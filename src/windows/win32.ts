@@ -26,6 +26,7 @@ const PROTOTYPES = {
   GetOverlappedResult: 'int32_t __stdcall GetOverlappedResult(HANDLE hFile, void *lpOverlapped, _Out_ uint32_t *lpNumberOfBytesTransferred, int32_t bWait)',
   CancelIoEx: 'int32_t __stdcall CancelIoEx(HANDLE hFile, void *lpOverlapped)',
   CreateEventW: 'HANDLE __stdcall CreateEventW(void *lpEventAttributes, int32_t bManualReset, int32_t bInitialState, const char16_t *lpName)',
+  GetStdHandle: 'HANDLE __stdcall GetStdHandle(uint32_t nStdHandle)',
   // ntdll: FileModeInformation (16) tells a synchronous handle from an overlapped one
   NtQueryInformationFile:
     'int32_t __stdcall NtQueryInformationFile(HANDLE FileHandle, _Out_ uint8_t *IoStatusBlock, _Out_ uint32_t *FileInformation, uint32_t Length, int32_t FileInformationClass)',
@@ -41,6 +42,7 @@ const DLL: Record<Name, string> = {
   CancelIoEx: 'kernel32.dll',
   CreateEventW: 'kernel32.dll',
   NtQueryInformationFile: 'ntdll.dll',
+  GetStdHandle: 'kernel32.dll',
 };
 
 /** OVERLAPPED on x64: Internal (ULONG_PTR) @0, InternalHigh @8, Offset/OffsetHigh @16, hEvent @24. */
@@ -93,6 +95,18 @@ function callAsync<R>(name: Name, ...args: unknown[]): Promise<R> {
 export function coTaskMemFree(ptr: unknown): void {
   if (ptr === null || ptr === undefined) return;
   fn('CoTaskMemFree')(ptr);
+}
+
+/** STD_OUTPUT_HANDLE, (DWORD)-11 */
+const STD_OUTPUT_HANDLE = 0xfffffff5;
+
+/**
+ * Closes this process's stdout HANDLE itself. Neither Node (stdio streams never close their fd) nor
+ * libuv (its close skips fds 0-2 on Windows) can, and the daemon's readiness signal is that close.
+ */
+export function closeStdoutHandle(): void {
+  const h = fn('GetStdHandle')(STD_OUTPUT_HANDLE) as unknown;
+  if (h !== null && h !== undefined) fn('CloseHandle')(h);
 }
 
 /** A NUL-terminated UTF-16 string at `ptr`. */

@@ -94,6 +94,8 @@ static Proc procs[MAX_PROCS];
 static Handle handles[MAX_HANDLES];
 static Layer layers[MAX_LAYERS];
 static int processDocs;
+/* Every process we start is in this job, which dies with us: a v2 container dies with its shim. */
+static HANDLE job;
 
 BOOL WINAPI DllMain(HINSTANCE h, DWORD reason, LPVOID r) {
   (void)h;
@@ -789,6 +791,14 @@ EXPORT HR __stdcall HcsCreateProcess(void *computeSystem, const wchar_t *process
     logCall("CreateProcessW failed %lu", (unsigned long)err);
     return errorResult(result, (HR)(0x80070000 | (err & 0xFFFF)), "the process could not be started");
   }
+  if (!job) {
+    job = CreateJobObjectW(NULL, NULL);
+    JOBOBJECT_EXTENDED_LIMIT_INFORMATION limits;
+    memset(&limits, 0, sizeof limits);
+    limits.BasicLimitInformation.LimitFlags = JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE;
+    if (job) SetInformationJobObject(job, JobObjectExtendedLimitInformation, &limits, sizeof limits);
+  }
+  if (job) AssignProcessToJobObject(job, pi.hProcess);
   CloseHandle(pi.hThread);
   EnterCriticalSection(&lock);
   int p = -1;
@@ -969,6 +979,45 @@ static Layer *layerOf(const wchar_t *path, int create) {
   return NULL;
 }
 
+/*
+ * Layer states outlive the process, as the real filter driver's do: a `delete` run after a killed
+ * daemon must find the scratch still prepared. Kept in <dir>/layers.state, "state<TAB>path" lines.
+ */
+static void loadLayers(void) {
+  char path[MAX_PATH + 32];
+  if (!controlPath(path, sizeof path, "layers.state")) return;
+  memset(layers, 0, sizeof layers);
+  FILE *f = fopen(path, "rb");
+  if (!f) return;
+  char line[1200];
+  int i = 0;
+  while (i < MAX_LAYERS && fgets(line, sizeof line, f)) {
+    line[strcspn(line, "\r\n")] = 0;
+    char *tab = strchr(line, '\t');
+    if (!tab) continue;
+    *tab = 0;
+    layers[i].used = 1;
+    layers[i].state = atoi(line);
+    MultiByteToWideChar(CP_UTF8, 0, tab + 1, -1, layers[i].path, 519);
+    i++;
+  }
+  fclose(f);
+}
+
+static void saveLayers(void) {
+  char path[MAX_PATH + 32];
+  if (!controlPath(path, sizeof path, "layers.state")) return;
+  FILE *f = fopen(path, "wb");
+  if (!f) return;
+  for (int i = 0; i < MAX_LAYERS; i++) {
+    if (!layers[i].used) continue;
+    char p8[1100];
+    utf8(layers[i].path, p8, sizeof p8);
+    fprintf(f, "%d\t%s\n", layers[i].state, p8);
+  }
+  fclose(f);
+}
+
 /* Moves a layer from state `from` to `to`; a wrong order is ERROR_INVALID_STATE. */
 static HR layerStep(const char *op, const DriverInfo *info, const wchar_t *id, int from, int to) {
   char p[600];
@@ -983,6 +1032,7 @@ static HR layerStep(const char *op, const DriverInfo *info, const wchar_t *id, i
     return inj;
   }
   EnterCriticalSection(&lock);
+  loadLayers();
   Layer *l = layerOf(id, from == 0);
   int state = l ? l->state : 0;
   if (!l || state != from) {
@@ -992,6 +1042,7 @@ static HR layerStep(const char *op, const DriverInfo *info, const wchar_t *id, i
   }
   l->state = to;
   if (to == 0) l->used = 0;
+  saveLayers();
   LeaveCriticalSection(&lock);
   logCall("%s %s", op, p);
   return 0;
@@ -1022,6 +1073,7 @@ EXPORT HR __stdcall GetLayerMountPath(const DriverInfo *info, const wchar_t *id,
   (void)info;
   FAIL_IF_INJECTED("GetLayerMountPath");
   EnterCriticalSection(&lock);
+  loadLayers();
   Layer *l = layerOf(id, 0);
   int prepared = l && l->state == 2;
   int index = l ? (int)(l - layers) : 0;
@@ -1058,6 +1110,7 @@ EXPORT HR __stdcall NameToGuid(const wchar_t *name, GUID *guid) {
 EXPORT HR __stdcall LayerExists(const DriverInfo *info, const wchar_t *id, uint32_t *exists) {
   (void)info;
   EnterCriticalSection(&lock);
+  loadLayers();
   *exists = layerOf(id, 0) != NULL;
   LeaveCriticalSection(&lock);
   return 0;
