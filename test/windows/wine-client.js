@@ -103,11 +103,13 @@ function stdioPipe(name) {
   return state;
 }
 
-function runShim(args, cwd) {
+/** Runs the shim as containerd would: node + dist/main.js, or the .exe launcher containerd really starts. */
+function runShim(args, cwd, viaLauncher = false) {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [MAIN, ...args], {
+    const [command, argv] = viaLauncher ? [config.launcher, args] : [process.execPath, [MAIN, ...args]];
+    const child = spawn(command, argv, {
       cwd,
-      env: { ...process.env, TTRPC_ADDRESS: config.eventsPipe, NAMESPACE: NS },
+      env: { ...process.env, TTRPC_ADDRESS: config.eventsPipe, NAMESPACE: NS, TSHIM_NODE: process.execPath },
       stdio: ['pipe', 'pipe', 'pipe'],
       windowsHide: true,
     });
@@ -120,9 +122,9 @@ function runShim(args, cwd) {
   });
 }
 
-async function shimStart(id) {
+async function shimStart(id, viaLauncher = false) {
   const bundle = bundleDir(id);
-  const r = await runShim(['-namespace', NS, '-id', id, '-address', config.containerdAddress, 'start'], bundle);
+  const r = await runShim(['-namespace', NS, '-id', id, '-address', config.containerdAddress, 'start'], bundle, viaLauncher);
   return { code: r.code, address: r.stdout.toString('utf8'), stderr: r.stderr };
 }
 
@@ -315,9 +317,9 @@ async function pod() {
   const appAnn = { 'io.kubernetes.cri.container-type': 'container', 'io.kubernetes.cri.sandbox-id': 'pod1' };
   writeBundle('pod1', spec('pod1', ['cmd.exe', '/c', WAIT_FOREVER], { annotations: sandboxAnn }));
   writeBundle('app1', spec('app1', ['cmd.exe', '/c', WAIT_FOREVER], { annotations: appAnn }));
-  const sandbox = await shimStart('pod1');
-  const app = await shimStart('app1');
-  record('pod.start', { sandbox: sandbox.address, app: app.address, appFiles: fs.readdirSync(bundleDir('app1')) });
+  const sandbox = await shimStart('pod1', true);
+  const app = await shimStart('app1', true);
+  record('pod.start', { sandbox: sandbox.address, app: app.address, codes: [sandbox.code, app.code], stderr: sandbox.stderr + app.stderr, appFiles: fs.readdirSync(bundleDir('app1')) });
   const client = await TtrpcClient.connect(sandbox.address);
   for (const id of ['pod1', 'app1']) {
     const stdin = stdioPipe(`${id}-stdin`);

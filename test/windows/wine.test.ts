@@ -14,7 +14,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildStandInDll, createPrefix, missingTools, REPO, runWindowsNode, windowsNode, winPath, type WinePrefix } from './wine-harness';
+import { buildLauncher, buildStandInDll, createPrefix, missingTools, REPO, runWindowsNode, windowsNode, winPath, type WinePrefix } from './wine-harness';
 
 interface Call {
   ok: boolean;
@@ -74,12 +74,14 @@ suite('Windows backend under Wine against a simulated HCS (stand-in vmcompute.dl
     fs.mkdirSync(control);
     const nodeExe = windowsNode();
     const dll = buildStandInDll(root);
+    const launcher = buildLauncher();
     prefix = await createPrefix(root, dll);
     const config = {
       repo: winPath(REPO),
       work: winPath(work),
       control: winPath(control),
       namespace: NS,
+      launcher: winPath(launcher),
       eventsPipe: `\\\\.\\pipe\\tshim-wine-events-${path.basename(root)}`,
       containerdAddress: `\\\\.\\pipe\\containerd-containerd-${path.basename(root)}`,
     };
@@ -254,8 +256,9 @@ suite('Windows backend under Wine against a simulated HCS (stand-in vmcompute.dl
     expect(step('c1.daemonGone')).toBe(true);
   });
 
-  it('a pod of two containers shares one shim: start returns the sandbox shim address; CtrlShutdown and terminate end them', () => {
-    const s = step('pod.start') as unknown as { sandbox: string; app: string; appFiles: string[] };
+  it('a pod of two containers shares one shim (started through the containerd-shim-tshim-v2.exe launcher): start returns the sandbox shim address; CtrlShutdown and terminate end them', () => {
+    const s = step('pod.start') as unknown as { sandbox: string; app: string; codes: number[]; stderr: string; appFiles: string[] };
+    expect(s.codes, s.stderr).toEqual([0, 0]);
     expect(s.sandbox).toBe(`\\\\.\\pipe\\ProtectedPrefix\\Administrators\\containerd-shim-${NS}-pod1-pipe`);
     expect(s.app).toBe(s.sandbox);
     expect(s.appFiles).not.toContain('shim.pid');
