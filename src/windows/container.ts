@@ -11,7 +11,7 @@ import * as path from 'node:path';
 import type { CreateContainerRequest, ExecRequest, PlatformContainer, PlatformProcess } from '../common/backend';
 import { Code, failedPrecondition, invalidArgument, notFound, ShimError, unimplemented } from '../common/errors';
 import { logger } from '../common/log';
-import { packAny, type AnyMessage } from '../common/proto';
+import { packAny, unpackAny, type AnyMessage } from '../common/proto';
 import { settlesWithin } from '../common/settle';
 import { ComputeSystem, type Hcs } from './hcs';
 import type { LayerDescriptor, StdioIo } from './hcs-api';
@@ -49,6 +49,7 @@ export async function readSpec(bundle: string): Promise<OciSpec> {
 export async function createWindowsContainer(request: CreateContainerRequest, deps: WindowsDeps): Promise<WindowsContainer> {
   const { id, bundle } = request;
   const spec = await readSpec(bundle);
+  refuseHypervisorOption(request.options);
   checkSupported(spec, windowsBuild(os.release()));
   const undo: Array<() => Promise<void>> = [];
   try {
@@ -110,13 +111,8 @@ export class WindowsContainer implements PlatformContainer {
   }
 
   createInit(process: OciProcess, stdio: CreateContainerRequest['stdio'], upstream: Awaited<ReturnType<typeof connectUpstream>>): void {
-    this.init = new WindowsInit(this.host, process, stdio, upstream);
+    this.init = new WindowsInit(this.host, process, stdio, upstream, () => this.teardown());
     this.init.execs = () => [...this.execs];
-    const deleteInit = this.init.delete.bind(this.init);
-    this.init.delete = async () => {
-      await deleteInit();
-      await this.teardown();
-    };
   }
 
   async createExec(request: ExecRequest): Promise<PlatformProcess> {
@@ -220,6 +216,14 @@ export class WindowsContainer implements PlatformContainer {
       await system.close();
       if (this.scratch && (await this.deps.layers.unmount(this.scratch))) await forgetLayerMount(this.bundle);
     }
+  }
+}
+
+/** runhcs turns SandboxIsolation=HYPERVISOR into windows.hyperv; tshim refuses it the same way. */
+function refuseHypervisorOption(options: AnyMessage | undefined): void {
+  const o = unpackAny<{ sandboxIsolation?: number }>(options);
+  if (o?.name === 'containerd.runhcs.v1.Options' && o.message.sandboxIsolation === 1) {
+    throw failedPrecondition('runtime option SandboxIsolation=HYPERVISOR asks for Hyper-V isolation, which tshim does not support: it needs a utility VM; use PROCESS');
   }
 }
 

@@ -152,7 +152,14 @@ export class WindowsInit extends WindowsProcess {
   /** execs to signal too on Kill(all) */
   execs: () => WindowsProcess[] = () => [];
 
-  constructor(host: ProcessHost, spec: OciProcess, stdio: StdioSpec, upstream: Upstream) {
+  constructor(
+    host: ProcessHost,
+    spec: OciProcess,
+    stdio: StdioSpec,
+    upstream: Upstream,
+    /** the container's teardown (system closed, layers unmounted): deleting the init ends it */
+    private readonly teardown: () => Promise<void>,
+  ) {
     super(host, spec, stdio);
     this.upstream = upstream;
     // A system that stops before Start (killed in created, crashed) ends the init too.
@@ -175,6 +182,11 @@ export class WindowsInit extends WindowsProcess {
       for (const exec of this.execs()) await exec.kill(signal, false).catch(() => undefined);
     }
     await super.kill(signal, all);
+  }
+
+  override async delete(): Promise<void> {
+    await super.delete();
+    await this.teardown();
   }
 
   /** Killed before Start: the container goes, and the init with it. */

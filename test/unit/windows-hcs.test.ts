@@ -3,14 +3,19 @@
  * koffi (fixed-width types make these identical to Windows x64), HRESULT classification, the
  * notification state machine and the layer sequence against a fake HcsApi, names and parsing.
  */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { Code } from '../../src/common/errors';
+import { packAny, type AnyMessage } from '../../src/common/proto';
+import { createWindowsContainer } from '../../src/windows/container';
 import { ComputeSystem, Hcs } from '../../src/windows/hcs';
-import type { CallbackHandle, HcsApi, HcsResult, LayerDescriptor, NotificationSink, ProcessHandle, SystemHandle } from '../../src/windows/hcs-api';
+import type { CallbackHandle, HcsApi, HcsResult, LayerDescriptor, NotificationSink, ProcessHandle, StdioIo, SystemHandle } from '../../src/windows/hcs-api';
 import { describeHresult, grpcCodeOf, HcsError, isAlreadyStopped, isNotExist, isPending, isRetryableLayerError, resultEvents, toShimError, win32Code } from '../../src/windows/hcs-errors';
 import { layerName, Layers, parseLayerMount } from '../../src/windows/layers';
 import { Notification } from '../../src/windows/notifications';
-import { shimLogPipe, shimPipeAddress } from '../../src/windows/pipes';
+import { shimLogPipe, shimPipeAddress, windowsGroupingKey } from '../../src/windows/pipes';
 import { processDetails, statistics } from '../../src/windows/stats';
 import { declarations, guidFromString, guidToString, PROTOTYPES } from '../../src/windows/vmcompute';
 import { OVERLAPPED_SIZE, WIN32_PROTOTYPES } from '../../src/windows/win32';
@@ -377,5 +382,55 @@ describe('names and conversions', () => {
     expect(s.windows['memory']['memoryUsageCommitBytes']).toBe(9);
     expect(s.windows['timestamp']).toEqual({ seconds: 1767225600, nanos: 0 });
     expect(processDetails({ ProcessId: 4, ImageName: 'cmd.exe', KernelTime100ns: 2 }, 'e1')).toMatchObject({ processId: 4, imageName: 'cmd.exe', kernelTime_100Ns: 2, execId: 'e1' });
+  });
+});
+
+describe('createWindowsContainer (fake HCS)', () => {
+  const bundleWith = (spec: object): string => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tshim-win-bundle-'));
+    fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(spec));
+    return dir;
+  };
+  const spec = { ociVersion: '1.1.0', root: { path: '' }, process: { args: ['cmd'] }, windows: {} };
+  const request = (bundle: string, options?: AnyMessage) => ({
+    id: 'c1',
+    namespace: 'default',
+    bundle,
+    rootfs: [{ type: 'windows-layer', source: 'C:\\s\\9', target: '', options: ['rw', 'parentLayerPaths=["C:\\\\s\\\\1"]'] }],
+    stdio: { stdin: '', stdout: '', stderr: '', terminal: false },
+    checkpoint: '',
+    parentCheckpoint: '',
+    options,
+  });
+
+  it('refuses runhcs SandboxIsolation=HYPERVISOR before touching HCS', async () => {
+    const api = new FakeApi();
+    const bundle = bundleWith(spec);
+    const options = packAny('containerd.runhcs.v1.Options', { sandboxIsolation: 1 });
+    await expect(createWindowsContainer(request(bundle, options), { hcs: new Hcs(api), layers: new Layers(api), io: {} as StdioIo })).rejects.toMatchObject({
+      code: Code.FailedPrecondition,
+      message: expect.stringContaining('HYPERVISOR'),
+    });
+    expect(api.calls).toEqual([]);
+    fs.rmSync(bundle, { recursive: true });
+  });
+
+  it('a failed system create undoes the layers in reverse and forgets the recorded scratch', async () => {
+    const api = new FakeApi();
+    api.answers.set('create', [0xc0370101 | 0]);
+    const bundle = bundleWith(spec);
+    await expect(createWindowsContainer(request(bundle), { hcs: new Hcs(api), layers: new Layers(api), io: {} as StdioIo })).rejects.toMatchObject({ code: Code.FailedPrecondition });
+    expect(api.calls).toEqual(['activate C:\\s\\9', 'prepare C:\\s\\9 00000000-0000-0000-0000-000000000001=C:\\s\\1', 'mountPath C:\\s\\9', 'create c1', 'unprepare C:\\s\\9', 'deactivate C:\\s\\9']);
+    expect(fs.existsSync(path.join(bundle, 'layer-mount.json'))).toBe(false);
+    fs.rmSync(bundle, { recursive: true });
+  });
+
+  it('groups a CRI workload container under its sandbox shim', () => {
+    const bundle = bundleWith({ annotations: { 'io.kubernetes.cri.container-type': 'container', 'io.kubernetes.cri.sandbox-id': 'sb1' } });
+    expect(windowsGroupingKey(bundle, 'c1')).toBe('sb1');
+    fs.writeFileSync(path.join(bundle, 'config.json'), JSON.stringify({ annotations: { 'io.kubernetes.cri.container-type': 'sandbox', 'io.kubernetes.cri.sandbox-id': 'sb1' } }));
+    expect(windowsGroupingKey(bundle, 'sb1')).toBe('sb1');
+    expect(windowsGroupingKey(path.join(bundle, 'missing'), 'c2')).toBe('c2');
+    fs.rmSync(bundle, { recursive: true });
   });
 });
