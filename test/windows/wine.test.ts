@@ -44,6 +44,7 @@ suite('Windows backend under Wine against a simulated HCS (stand-in vmcompute.dl
   let results: Results = { steps: {}, events: [], errors: [] };
   let calls: string[] = [];
   let seconds = 0;
+  const timings: string[] = [];
 
   const step = (name: string): Call => {
     const s = results.steps[name];
@@ -75,7 +76,9 @@ suite('Windows backend under Wine against a simulated HCS (stand-in vmcompute.dl
     const nodeExe = windowsNode();
     const dll = buildStandInDll(root);
     const launcher = buildLauncher();
+    timings.push(`setup ${((Date.now() - started) / 1000).toFixed(1)} s`);
     prefix = await createPrefix(root, dll);
+    timings.push(`prefix ${((Date.now() - started) / 1000).toFixed(1)} s`);
     const config = {
       repo: winPath(REPO),
       work: winPath(work),
@@ -97,10 +100,11 @@ suite('Windows backend under Wine against a simulated HCS (stand-in vmcompute.dl
     results = JSON.parse(fs.readFileSync(resultsFile, 'utf8')) as Results;
     calls = readIfAny(path.join(control, 'calls.log')).split('\n').filter(Boolean);
     seconds = (Date.now() - started) / 1000;
+    timings.push(`client done ${seconds.toFixed(1)} s`);
   }, 600_000);
 
   afterAll(() => {
-    console.log(`Wine suite: ${seconds.toFixed(1)} s (prefix, DLL build and one client run)`);
+    console.log(`Wine suite: ${seconds.toFixed(1)} s (${timings.join(', ')})`);
     prefix?.destroy();
     if (root && !process.env['TSHIM_WINE_KEEP']) fs.rmSync(root, { recursive: true, force: true });
   });
