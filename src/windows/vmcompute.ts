@@ -17,6 +17,7 @@
  * costs nothing; `declarations()` parses every prototype without loading the DLL.
  */
 import type * as Koffi from 'koffi';
+import { Code, ShimError } from '../common/errors';
 import type {
   CallbackHandle,
   HcsApi,
@@ -182,12 +183,19 @@ export function loadVmCompute(dll = 'vmcompute.dll'): HcsApi {
   function fn(name: ExportName): Koffi.KoffiFunction {
     let f = bound.fns.get(name);
     if (f) return f;
-    lib ??= koffi.load(dll);
+    try {
+      lib ??= koffi.load(dll);
+    } catch (err) {
+      throw new ShimError(
+        Code.FailedPrecondition,
+        `${dll} cannot be loaded (${(err as Error).message}): is the Windows Containers feature installed?`,
+      );
+    }
     try {
       f = lib.func(PROTOTYPES[name]);
     } catch (err) {
       // hcsshim looks exports up lazily too: a missing one is an error, not a crash.
-      throw new Error(`${name} is not supported on this Windows build (${(err as Error).message})`);
+      throw new ShimError(Code.Unimplemented, `${name} is not supported on this Windows build (${(err as Error).message})`);
     }
     bound.fns.set(name, f);
     return f;

@@ -434,3 +434,10 @@ describe('createWindowsContainer (fake HCS)', () => {
     fs.rmSync(bundle, { recursive: true });
   });
 });
+
+describe('binding failures are classified, not crashes', () => {
+  it('a vmcompute.dll that cannot be loaded is FailedPrecondition naming the Containers feature', async () => {
+    const api = (await import('../../src/windows/vmcompute')).loadVmCompute('/nonexistent/vmcompute.dll');
+    await expect(api.activateLayer('C:\\x')).rejects.toMatchObject({ code: Code.FailedPrecondition, message: expect.stringContaining('Containers feature') });
+  });
+});
