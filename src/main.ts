@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { isatty } from 'node:tty';
 import { parseArgs } from './common/cli';
 import { runCommand } from './common/actions';
+import { currentPlatform } from './platform';
 
 process.removeAllListeners('warning');
 
@@ -31,10 +32,17 @@ function readStdinStream(): Promise<Buffer> {
 
 const command = parseArgs(process.argv.slice(2));
 runCommand(command, {
-  stdout: process.stdout,
-  stderr: process.stderr,
+  // getters: touching process.stdout creates a stream over fd 1, which the Windows daemon must
+  // be able to close for real (its readiness signal) and Node never closes a stdio stream's fd
+  get stdout() {
+    return process.stdout;
+  },
+  get stderr() {
+    return process.stderr;
+  },
   readStdin,
   selfCommand: [process.execPath, ...process.execArgv, process.argv[1] ?? __filename],
+  platform: currentPlatform(),
 }).then(
   (code) => {
     // start/delete end here without closing handles: the listening socket handed to the daemon

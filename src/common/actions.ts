@@ -3,6 +3,7 @@
  * `-info`). Only what an action needs is loaded, and only the contract's output reaches stdout.
  */
 import * as path from 'node:path';
+import type { Platform } from './backend';
 import type { Command, ShimFlags } from './cli';
 import { USAGE } from './cli';
 
@@ -12,6 +13,8 @@ export interface ActionIO {
   readStdin(): Promise<Buffer>;
   /** argv that re-runs this program, e.g. [node, /path/bin/containerd-shim-tshim-v2] */
   selfCommand: readonly string[];
+  /** the machine's backend, chosen by the entry point (src/platform.ts) */
+  platform: Platform;
 }
 
 /** Resolves with the process exit code; a daemon (`serve`) resolves once it runs. */
@@ -32,17 +35,17 @@ export async function runCommand(command: Command, io: ActionIO): Promise<number
       return runDeleteAction(command.flags, io);
     case 'info': {
       const { runtimeInfo } = await import('./info');
-      io.stdout.write(await runtimeInfo(await io.readStdin()));
+      io.stdout.write(await runtimeInfo(await io.readStdin(), io.platform));
       return 0;
     }
     case 'serve': {
       const { runDaemon } = await import('./daemon');
-      await runDaemon(command.flags);
+      await runDaemon(command.flags, io.platform);
       return -1;
     }
     case 'spare': {
       const { runSpare } = await import('./daemon');
-      await runSpare(command.flags);
+      await runSpare(command.flags, io.platform);
       return -1;
     }
   }
@@ -50,8 +53,9 @@ export async function runCommand(command: Command, io: ActionIO): Promise<number
 
 async function runStartAction(flags: ShimFlags, io: ActionIO): Promise<number> {
   const { runStart, protocolFromEnv } = await import('./bootstrap');
+  const start = io.platform.transport?.start ?? runStart;
   try {
-    const result = await runStart({
+    const result = await start({
       flags,
       bundle: flags.bundle || process.cwd(),
       stdin: await io.readStdin(),
@@ -73,11 +77,10 @@ async function runStartAction(flags: ShimFlags, io: ActionIO): Promise<number> {
 async function runDeleteAction(flags: ShimFlags, io: ActionIO): Promise<number> {
   const bundle = flags.bundle || path.join(path.dirname(process.cwd()), flags.id);
   try {
-    const { loadBackend } = await import('./backend');
-    const backend = await loadBackend({ namespace: flags.namespace, debug: flags.debug });
-    const { pid } = await backend.cleanup({ id: flags.id, namespace: flags.namespace, bundle });
+    const backend = await io.platform.loadBackend({ namespace: flags.namespace, debug: flags.debug });
+    const { pid, exitStatus } = await backend.cleanup({ id: flags.id, namespace: flags.namespace, bundle });
     const { encodeDeleteResponse } = await import('./wire');
-    io.stdout.write(encodeDeleteResponse({ pid, exitStatus: 128 + 9, exitedAt: new Date() }));
+    io.stdout.write(encodeDeleteResponse({ pid, exitStatus: exitStatus ?? 128 + 9, exitedAt: new Date() }));
     return 0;
   } catch (err) {
     io.stderr.write(`delete failed: ${(err as Error).message}\n`);

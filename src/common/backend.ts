@@ -1,10 +1,13 @@
 /**
- * The contract between the platform-neutral task service and a platform (Linux runc, Windows HCS),
- * and the one place that picks the platform. The service owns the state machines: a backend is
+ * The contract between the platform-neutral task service and a platform (Linux runc, Windows HCS).
+ * Which platform runs is decided outside src/common (src/platform.ts), so the core never imports a
+ * platform folder; it receives a `Platform` from the entry point. The service owns the state machines: a backend is
  * only called in a state where the operation is legal, so it never re-checks states; it reports
  * failures as ShimErrors already classified (NotFound for "process already finished", ...).
  */
-import { Code, ShimError } from './errors';
+import type { Server } from 'node:net';
+import type { StartInputs, StartResult } from './bootstrap';
+import type { ShimFlags } from './cli';
 import type { AnyMessage } from './proto';
 
 export interface ExitStatus {
@@ -85,6 +88,12 @@ export interface PlatformContainer {
   resume(): Promise<void>;
   /** every pid in the container */
   pids(): Promise<number[]>;
+  /**
+   * Pids with the platform's own detail message (Windows: containerd.runhcs.v1.ProcessDetails);
+   * when present the service answers Pids with it instead of `pids()`. `execIdOf` names the exec
+   * that owns a pid, '' for none.
+   */
+  processList?(execIdOf: (pid: number) => string): Promise<Array<{ pid: number; info?: AnyMessage }>>;
   /** cgroup (or HCS) metrics as an Any */
   stats(): Promise<AnyMessage>;
   update(resources: AnyMessage | undefined, annotations: Readonly<Record<string, string>>): Promise<void>;
@@ -104,6 +113,8 @@ export interface CleanupRequest {
 
 export interface CleanupResult {
   pid: number;
+  /** what DeleteResponse reports; 137 (SIGKILL) when unset, as the runc shim does */
+  exitStatus?: number;
 }
 
 export interface Backend {
@@ -122,30 +133,27 @@ export interface BackendContext {
   debug: boolean;
 }
 
-/** What a daemon does before it serves, whether launched by `start` or adopted as a spare. */
-export interface PlatformDaemon {
-  /** Loads now what the first Create would load. */
-  warmUp(): Promise<void>;
-  /** Sends the process's own stderr to containerd's log FIFO of the bundle it serves. */
-  redirectStderr(fifoPath: string): void;
+export interface Platform {
+  readonly name: string;
+  loadBackend(context: BackendContext): Promise<Backend>;
+  /** Loads now what the first Create would load (for spare daemons, see spare.ts). */
+  warmUp?(): Promise<void>;
+  /** Sends the process's own stderr to containerd's log FIFO of the bundle an adopted spare serves. */
+  redirectStderr?(fifoPath: string): void;
+  /**
+   * How this platform's containerd expects the CLI contract and the daemon's transport, when it is
+   * not the unix-socket one of bootstrap.ts (Windows: named pipes, stdout close as readiness).
+   */
+  readonly transport?: PlatformTransport;
 }
 
-export async function loadPlatformDaemon(): Promise<PlatformDaemon> {
-  if (process.platform !== 'linux') {
-    throw new ShimError(Code.Unimplemented, `no tshim backend for platform ${process.platform} in this build`);
-  }
-  const { warmUp, redirectStderr } = await import('../linux/backend');
-  return { warmUp, redirectStderr };
-}
-
-/**
- * The only place that imports a platform folder. Loaded lazily so `start` never pays for it.
- */
-export async function loadBackend(context: BackendContext): Promise<Backend> {
-  if (process.platform !== 'linux') {
-    // The HCS backend (src/windows/) is tracked separately; refuse clearly rather than half-work.
-    throw new ShimError(Code.Unimplemented, `no tshim backend for platform ${process.platform} in this build`);
-  }
-  const { createLinuxBackend } = await import('../linux/backend');
-  return createLinuxBackend(context);
+export interface PlatformTransport {
+  /** the `start` action: spawn (or reuse) a daemon, return what containerd reads on stdout */
+  start(inputs: StartInputs): Promise<StartResult>;
+  /** the daemon's listener; `remove` runs at shutdown */
+  listen(flags: ShimFlags, bundle: string): Promise<{ server: Server; remove(): void }>;
+  /** where the daemon's log lines go (undefined: nowhere) */
+  logStream(flags: ShimFlags, bundle: string): NodeJS.WritableStream | undefined;
+  /** the daemon serves: tell `start` (Windows: close stdout); std handles are unused after this */
+  ready(): void;
 }

@@ -5,7 +5,7 @@
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
-import { loadBackend, loadPlatformDaemon, type Backend, type PlatformDaemon } from './backend';
+import type { Backend, Platform } from './backend';
 import { listenPrivately, protocolFromEnv, socketPath, type Protocol } from './bootstrap';
 import type { ShimFlags } from './cli';
 import { Publisher } from './events';
@@ -36,10 +36,16 @@ interface DaemonIdentity {
   protocol: Protocol;
 }
 
-/** The daemon's logger is configured once it knows its bundle, and at info level only when needed. */
+/**
+ * The daemon's logger is configured once it knows its bundle, and at info level only when needed.
+ * Lines go to the bundle's `log` FIFO, or where the platform's transport says (Windows: a pipe).
+ */
 class DaemonLog {
   private ready = false;
-  constructor(private identity?: DaemonIdentity) {}
+  constructor(
+    private identity?: DaemonIdentity,
+    private readonly stream?: () => NodeJS.WritableStream | undefined,
+  ) {}
 
   adopt(identity: DaemonIdentity): void {
     this.identity = identity;
@@ -50,13 +56,19 @@ class DaemonLog {
     this.ready = true;
     configureLogger({
       level: this.identity.debug ? 'debug' : 'info',
-      fifoPath: path.join(this.identity.bundle, 'log'),
+      ...(this.stream ? { stream: this.stream() } : { fifoPath: path.join(this.identity.bundle, 'log') }),
       fields: { namespace: this.identity.namespace, id: this.identity.id, runtime: RUNTIME_TYPE },
     });
   };
 }
 
-export async function runDaemon(flags: ShimFlags): Promise<void> {
+/** Where a daemon listens, and what to remove from the filesystem when it stops. */
+interface DaemonListener {
+  server: net.Server;
+  remove(): void;
+}
+
+export async function runDaemon(flags: ShimFlags, platform: Platform): Promise<void> {
   const identity: DaemonIdentity = {
     namespace: flags.namespace,
     id: flags.id,
@@ -67,16 +79,24 @@ export async function runDaemon(flags: ShimFlags): Promise<void> {
     ttrpcAddress: process.env['TTRPC_ADDRESS'],
     protocol: protocolFromEnv(),
   };
-  const log = new DaemonLog(identity);
+  const transport = platform.transport;
+  const log = new DaemonLog(identity, transport ? () => transport.logStream(flags, identity.bundle) : undefined);
   // containerd's first Create waits for everything before the transport is attached; winston is
   // not needed to serve it, so at info level it loads right after, overlapping runc's own work.
   if (flags.debug) log.ensure();
   guardProcess(log.ensure);
   try {
-    const backend = await loadBackend({ namespace: flags.namespace, debug: flags.debug });
-    const listener = await openListener(flags);
-    // Remembered now: in a group the address file may later be rewritten, and the socket is ours alone.
-    await serve(identity, backend, listener, ownSocketPath(flags, identity.bundle));
+    const backend = await platform.loadBackend({ namespace: flags.namespace, debug: flags.debug });
+    let listener: DaemonListener;
+    if (transport) {
+      listener = await transport.listen(flags, identity.bundle);
+    } else {
+      // Remembered now: in a group the address file may later be rewritten, and the socket is ours alone.
+      const ownSocket = ownSocketPath(flags, identity.bundle);
+      listener = { server: await openListener(flags), remove: () => ownSocket && fs.rmSync(ownSocket, { force: true }) };
+    }
+    await serve(identity, backend, listener);
+    transport?.ready();
   } catch (err) {
     await failedToStart(log, err);
     throw err;
@@ -103,11 +123,11 @@ function announce(log: DaemonLog, identity: DaemonIdentity): void {
  * idle too long, its containerd gone, or SIGTERM. Only its first successful adoption counts; after
  * that it is an ordinary daemon and its spare socket is gone.
  */
-export async function runSpare(flags: ShimFlags): Promise<void> {
+export async function runSpare(flags: ShimFlags, platform: Platform): Promise<void> {
+  if (platform.transport) throw new Error(`spare daemons are not used on ${platform.name}`);
   const log = new DaemonLog();
   guardProcess(log.ensure);
-  const platform = await loadPlatformDaemon();
-  await platform.warmUp();
+  await platform.warmUp?.();
   if (protocolFromEnv() === 'grpc') await import('./grpc');
   const spareListener = await openListener({ ...flags, socket: '' });
   spareListener.on('error', () => undefined); // accept errors (EMFILE) cost one adoption, not the spare
@@ -173,8 +193,8 @@ export async function runSpare(flags: ShimFlags): Promise<void> {
       log.adopt(identity);
       if (identity.debug) log.ensure();
       try {
-        const backend = await loadBackend({ namespace: identity.namespace, debug: identity.debug });
-        await serve(identity, backend, listener, request.socket);
+        const backend = await platform.loadBackend({ namespace: identity.namespace, debug: identity.debug });
+        await serve(identity, backend, { server: listener, remove: () => fs.rmSync(request.socket, { force: true }) });
       } catch (err) {
         answer(socket, { ok: false, code: 'FAILED', message: errorMessage(err) });
         listener.close();
@@ -192,11 +212,11 @@ export async function runSpare(flags: ShimFlags): Promise<void> {
  * environment, working directory (the bundle), stderr (the bundle's log FIFO) and, for `ps`, a
  * title with the flags a launched daemon has in its argv.
  */
-function takeIdentity(request: AdoptionRequest, platform: PlatformDaemon): DaemonIdentity {
+function takeIdentity(request: AdoptionRequest, platform: Platform): DaemonIdentity {
   for (const key of Object.keys(process.env)) delete process.env[key];
   Object.assign(process.env, request.env);
   process.chdir(request.bundle);
-  platform.redirectStderr(path.join(request.bundle, 'log'));
+  platform.redirectStderr?.(path.join(request.bundle, 'log'));
   try {
     process.title = `${SHIM_NAME} -namespace ${request.namespace} -id ${request.id} -address ${request.address}`;
   } catch {
@@ -233,7 +253,8 @@ function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
-async function serve(identity: DaemonIdentity, backend: Backend, listener: net.Server, ownSocket: string | undefined): Promise<void> {
+async function serve(identity: DaemonIdentity, backend: Backend, daemonListener: DaemonListener): Promise<void> {
+  const listener = daemonListener.server;
   const publisher = new Publisher({
     namespace: identity.namespace,
     ttrpcAddress: identity.ttrpcAddress,
@@ -267,7 +288,7 @@ async function serve(identity: DaemonIdentity, backend: Backend, listener: net.S
   async function stop(): Promise<void> {
     logger.info('shim shutting down');
     listener.close();
-    if (ownSocket) fs.rmSync(ownSocket, { force: true });
+    daemonListener.remove();
     await closeTransport().catch((err: unknown) => logger.warn('closing transport', { error: err }));
     await publisher.close(SHUTDOWN_GRACE_MS).catch(() => undefined);
     await closeBackend(backend);

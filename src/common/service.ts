@@ -135,8 +135,11 @@ export class TaskService {
   async pids(r: T.PidsRequest): Promise<T.PidsResponse> {
     const container = this.container(r.id);
     if (container.init.stateName === 'stopped' || container.init.stateName === 'deleted') return { processes: [] };
-    const pids = await container.platform.pids();
     const execByPid = new Map(container.execProcesses.filter((e) => e.pid > 0).map((e) => [e.pid, e.execId]));
+    if (container.platform.processList) {
+      return { processes: await container.platform.processList((pid) => execByPid.get(pid) ?? '') };
+    }
+    const pids = await container.platform.pids();
     return {
       processes: pids.map((pid) => {
         const execId = execByPid.get(pid);

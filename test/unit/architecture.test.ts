@@ -21,21 +21,37 @@ function imports(file: string): string[] {
 }
 
 describe('architecture', () => {
-  it('src/common imports a platform folder only in backend.ts', () => {
+  it('src/common imports no platform folder at all', () => {
     const offenders: string[] = [];
     for (const file of sources(path.join(SRC, 'common'))) {
       for (const spec of imports(file)) {
         const target = path.resolve(path.dirname(file), spec);
         const platform = ['linux', 'windows'].some((p) => target.startsWith(path.join(SRC, p) + path.sep) || target === path.join(SRC, p));
-        if (platform && path.basename(file) !== 'backend.ts') offenders.push(`${path.relative(SRC, file)} → ${spec}`);
+        if (platform) offenders.push(`${path.relative(SRC, file)} → ${spec}`);
       }
     }
     expect(offenders).toEqual([]);
   });
 
-  it('koffi is loaded by exactly one file per native library', () => {
+  it('only src/platform.ts picks a platform folder; platforms never import each other', () => {
+    const offenders: string[] = [];
+    for (const file of sources(SRC)) {
+      const rel = path.relative(SRC, file);
+      const home = rel.split(path.sep)[0];
+      for (const spec of imports(file)) {
+        const target = path.relative(SRC, path.resolve(path.dirname(file), spec));
+        const folder = target.split(path.sep)[0];
+        if (folder !== 'linux' && folder !== 'windows') continue;
+        if (rel === 'platform.ts' || home === folder) continue;
+        offenders.push(`${rel} → ${spec}`);
+      }
+    }
+    expect(offenders).toEqual([]);
+  });
+
+  it('koffi is loaded by exactly one file per native library (libc; vmcompute.dll; the few Win32 DLLs)', () => {
     const users = sources(SRC).filter((f) => imports(f).includes('koffi')).map((f) => path.relative(SRC, f));
-    expect(users).toEqual(['linux/libc.ts']);
+    expect(users.sort()).toEqual(['linux/libc.ts', 'windows/vmcompute.ts', 'windows/win32.ts']);
   });
 
   it('the start path does not load protobufjs, winston or grpc-js at module load', () => {
