@@ -197,6 +197,18 @@ describe('TtrpcServer: calls', () => {
 
   it('runs 50 calls concurrently and answers each as it completes', async () => {
     // Every handler waits until all 50 have started: a server that serialised calls would hang.
+    interface Gate {
+      entered: () => void;
+      inside: Promise<void>;
+      release: () => void;
+      open: Promise<void>;
+    }
+    const gates: Gate[] = Array.from({ length: 10 }, () => {
+      const gate = {} as Gate;
+      gate.inside = new Promise<void>((resolve) => (gate.entered = resolve));
+      gate.open = new Promise<void>((resolve) => (gate.release = resolve));
+      return gate;
+    });
     let started = 0;
     let allStarted: () => void = () => undefined;
     const barrier = new Promise<void>((resolve) => (allStarted = resolve));
@@ -207,9 +219,11 @@ describe('TtrpcServer: calls', () => {
         await sleep(Math.floor(Math.random() * 40));
         return Buffer.concat([payload, payload]);
       },
-      // Deterministic completion order: payload[0] * 15 ms.
+      // Completes when the test opens its gate: the test decides the completion order.
       Slow: async (payload) => {
-        await sleep((payload[0] ?? 0) * 15);
+        const gate = gates[payload[0] ?? 0] as Gate;
+        gate.entered();
+        await gate.open;
         return payload;
       },
     });
@@ -220,9 +234,9 @@ describe('TtrpcServer: calls', () => {
     expect(replies.map((r) => r.toString())).toEqual(Array.from({ length: 50 }, (_, i) => `#${i}#${i}`));
     expect(started).toBe(50);
 
-    // The wire order follows completion, not request order.
+    // The wire order follows completion, not request order: all ten calls are in their handlers,
+    // then they are completed last-request-first and each reply must arrive before the next opens.
     const peer = await RawPeer.connect();
-    // One write, so all ten timers start from the same instant.
     peer.send(
       Buffer.concat(
         Array.from({ length: 10 }, (_, i) => {
@@ -231,8 +245,13 @@ describe('TtrpcServer: calls', () => {
         }),
       ),
     );
+    await Promise.all(gates.map((g) => g.inside));
     const order: number[] = [];
-    for (let i = 0; i < 10; i++) order.push((await peer.next()).streamId);
+    // Payload p went out as stream 2(9-p)+1: opening gates 0..9 completes the last request first.
+    for (let p = 0; p < 10; p++) {
+      (gates[p] as Gate).release();
+      order.push((await peer.next()).streamId);
+    }
     expect(order).toEqual([19, 17, 15, 13, 11, 9, 7, 5, 3, 1]);
   });
 
