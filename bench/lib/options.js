@@ -25,18 +25,18 @@
 const USAGE = `usage: node bench/run.js [--quick] [--iterations N] [--containers K] [--grouped G] [--warmup W]
        [--settle-ms MS] [--burst B] [--burst-rounds R] [--pods P] [--io-mib M] [--io-samples S]
        [--out FILE] [--no-io] [--no-cri] [--json]
-  --quick          a smaller run for a first look: N=8, W=1, K=5, R=1, P=5, M=128, S=1
+  --quick          a smaller run for a first look: N=6, W=1, K=5, R=1, P=5, M=128, S=1, MS=1000
                    (explicit options given after or before it still win)
-  --iterations N   timed samples per runtime for start/delete, run --rm, exec, CRI (default 20)
+  --iterations N   timed samples per runtime for start/delete, run --rm, exec, CRI (default 15)
   --containers K   containers per runtime for the own-shim memory rows (default 10)
   --grouped G      containers in the one grouped shim per runtime (default 10)
   --warmup W       untimed rounds per runtime before each latency phase (default 2)
   --settle-ms MS   wait after starting the memory containers before sampling (default 2000)
   --burst B        concurrent ctr run -d per burst (default 20)
-  --burst-rounds R bursts per runtime (default 3)
+  --burst-rounds R bursts per runtime (default 2)
   --pods P         pods per runtime, 2 containers each, for the pod PSS row (default 20)
   --io-mib M       MiB through the container's stdout per IO sample (default 1024)
-  --io-samples S   IO samples per runtime and mode, FIFO and TTY (default 3)
+  --io-samples S   IO samples per runtime and mode, FIFO and TTY (default 1)
   --out FILE       the whole run as JSON (default bench/results.json; --out '' for none)
   --no-io          skip the IO rows
   --no-cri         skip the CRI rows
@@ -47,7 +47,7 @@ containernetworking-plugins (CRI rows), and a built tree (npm run build).`;
 class UsageError extends Error {}
 
 /** @type {Readonly<Partial<Options>>} */
-const QUICK = { iterations: 8, warmup: 1, containers: 5, grouped: 10, burstRounds: 1, pods: 5, ioMiB: 128, ioSamples: 1, settleMs: 1000 };
+const QUICK = { iterations: 6, warmup: 1, containers: 5, grouped: 10, burstRounds: 1, pods: 5, ioMiB: 128, ioSamples: 1, settleMs: 1000 };
 
 /**
  * Accepts `--flag value` and `--flag=value`. --quick sets the defaults it names; options given
@@ -60,8 +60,8 @@ const QUICK = { iterations: 8, warmup: 1, containers: 5, grouped: 10, burstRound
 function parseArgs(argv, defaultOut = 'bench/results.json') {
   /** @type {Options} */
   const opts = {
-    iterations: 20, containers: 10, grouped: 10, warmup: 2, settleMs: 2000, burst: 20, burstRounds: 3, pods: 20,
-    ioMiB: 1024, ioSamples: 3, out: defaultOut, quick: false, json: false, noCri: false, noIo: false, help: false,
+    iterations: 15, containers: 10, grouped: 10, warmup: 2, settleMs: 2000, burst: 20, burstRounds: 2, pods: 20,
+    ioMiB: 1024, ioSamples: 1, out: defaultOut, quick: false, json: false, noCri: false, noIo: false, help: false,
   };
   /** @type {Set<string>} */
   const explicit = new Set();
