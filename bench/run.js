@@ -15,7 +15,7 @@ const { importBenchImage, PAUSE_VARIANT } = require('./lib/image');
 const { prepareCri, CriClient, podConfig, containerConfig } = require('./lib/cri');
 const { directCycle, StepError } = require('./lib/shim-direct');
 const { sampleShimMemory } = require('./lib/memory');
-const { delay, runTimed, runToNull, memoryOf, waitGoneOrKill } = require('./lib/proc');
+const { delay, runTimed, runToNull, memoryOf, waitGoneOrKill, cpuSecondsOf, processesMatching } = require('./lib/proc');
 const { Results } = require('./lib/results');
 const { parseArgs, UsageError, USAGE } = require('./lib/options');
 const { waitSpareReady, retireSpares, idleSpares } = require('./lib/spare');
@@ -79,6 +79,8 @@ const rowsFor = (o) => [
   { id: 'ioTty', label: `stdout TTY, ${o.ioMiB} MiB (higher=better)`, unit: 'MB/s', kind: 'samples' },
   { id: 'ioFifoCtrCpu', label: 'ctr CPU (user+sys) per FIFO sample', unit: 's', kind: 'samples' },
   { id: 'ioTtyCtrCpu', label: 'ctr CPU (user+sys) per TTY sample', unit: 's', kind: 'samples' },
+  { id: 'ioFifoShimCpu', label: 'shim daemon CPU per FIFO sample', unit: 's', kind: 'samples' },
+  { id: 'ioTtyShimCpu', label: 'shim daemon CPU per TTY sample', unit: 's', kind: 'samples' },
   { id: 'pdOne', label: 'Private_Dirty, daemon with 1 container', unit: 'MiB', kind: 'samples' },
   { id: 'pssOne', label: `PSS, daemon with 1 container (${o.containers} running)`, unit: 'MiB', kind: 'samples' },
   { id: 'rssOne', label: 'RSS, daemon with 1 container', unit: 'MiB', kind: 'samples' },
@@ -370,6 +372,7 @@ async function benchIo(ctx) {
         const ctrArgs = ['--address', cd.address, '--namespace', cd.namespace, 'run', '--rm', ...(tty ? ['-t'] : []),
           '--runtime', rt.runtime, '--mount', `type=bind,src=${out},dst=/out,options=rbind:rw`, image, id, 'sh', '-c', script];
         const timeArgs = ['-f', '%U %S %e', '-o', path.join(out, 'time'), '/usr/bin/ctr', ...ctrArgs];
+        const shimCpu = watchShimCpu(cd, id);
         try {
           const r = tty
             ? await runToNull('/usr/bin/script', ['-qfec', ['/usr/bin/time', ...timeArgs].map(shQuote).join(' '), '/dev/null'], { timeoutMs })
@@ -380,17 +383,63 @@ async function benchIo(ctx) {
           const ctr = parseTimeOutput(read('time'));
           results.add(row, rt.key, rate.mbps);
           results.add(`${row}CtrCpu`, rt.key, ctr.cpu);
-          ioRaw.push({ row, runtime: rt.key, mbps: rate.mbps, ddSeconds: rate.seconds, ctrCpuSeconds: ctr.cpu, ctrWallSeconds: ctr.wall, wallMs: r.ms });
+          const shim = shimCpu.stop();
+          if (shim !== undefined) results.add(`${row}ShimCpu`, rt.key, shim);
+          else results.note(`${row} ${rt.key}: the shim daemon of ${id} was not found, no shim CPU`);
+          ioRaw.push({ row, runtime: rt.key, mbps: rate.mbps, ddSeconds: rate.seconds, ctrCpuSeconds: ctr.cpu, ctrWallSeconds: ctr.wall, shimCpuSeconds: shim ?? null, wallMs: r.ms });
         } catch (err) {
           results.fail(row, rt.key, err);
           await removeContainers(cd, [id]);
         } finally {
+          shimCpu.stop();
           fs.rmSync(out, { recursive: true, force: true });
         }
       }
     }
   }
 }
+/**
+ * Follows the CPU time of the shim daemon serving container `id` (found by its argv: `-id ID` and
+ * our private address; an adopted spare shows both in its title) while an IO sample runs: polled
+ * every 100 ms, the last reading before the daemon exits is kept, so at most 0.1 s of its
+ * teardown is missed. CPU the daemon spent before the container started (a spare's loading) is
+ * subtracted by taking the first reading as the base.
+ * @param {Containerd} cd
+ * @param {string} id
+ * @returns {{ stop: () => number | undefined }}
+ */
+function watchShimCpu(cd, id) {
+  let stopped = false;
+  /** @type {number | undefined} */ let pid;
+  /** @type {number | undefined} */ let base;
+  /** @type {number | undefined} */ let last;
+  const tick = () => {
+    if (stopped) return;
+    if (pid === undefined) {
+      const found = processesMatching((a) => {
+        const at = a.indexOf('-address');
+        const last = a[a.length - 1];
+        return at >= 0 && a[at + 1] === cd.address && a[a.indexOf('-id') + 1] === id && last !== 'start' && last !== 'delete';
+      });
+      pid = found[0]?.pid;
+      if (pid !== undefined) base = cpuSecondsOf(pid);
+    } else {
+      const now = cpuSecondsOf(pid);
+      if (now !== undefined) last = now;
+    }
+    timer = setTimeout(tick, 100);
+  };
+  /** @type {NodeJS.Timeout} */
+  let timer = setTimeout(tick, 50);
+  return {
+    stop() {
+      stopped = true;
+      clearTimeout(timer);
+      return base !== undefined && last !== undefined ? last - base : undefined;
+    },
+  };
+}
+
 /** @type {Record<string, unknown>[]} per IO sample: dd seconds, ctr CPU and wall, for the JSON */
 const ioRaw = [];
 

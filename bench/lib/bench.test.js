@@ -19,7 +19,7 @@ const { encodeIdRequest, decodeShimPid } = require('./shim-direct');
 const { shimDaemonMatcher } = require('./memory');
 const { isStaticElf } = require('./image');
 const { Results } = require('./results');
-const { isRunning, argvOf, parseSmapsRollup, memoryOf } = require('./proc');
+const { isRunning, argvOf, parseSmapsRollup, memoryOf, parseStatCpu, cpuSecondsOf } = require('./proc');
 
 test('quantiles interpolate between ranks', () => {
   assert.equal(quantileSorted([1, 2, 3, 4], 0.5), 2.5);
@@ -250,4 +250,14 @@ test('the table aligns columns, blanks p90/mean of totals and lists failures', (
   assert.equal(json.rows[0]?.ratioMedian, 2);
   assert.equal(json.rows[1]?.ratioMean, null);
   assert.deepEqual(json.rows[0]?.failures.tshim, ['boom\nsecond line']);
+});
+
+test('parseStatCpu adds utime and stime after a command name with spaces and parens', () => {
+  // fields: pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime ...
+  const stat = '4242 (node ) x) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 11 0 123 456 789';
+  assert.equal(parseStatCpu(stat), 3.25);
+  assert.throws(() => parseStatCpu('1 (x) S 1'), /stat/);
+  const own = cpuSecondsOf(process.pid);
+  assert.ok(own !== undefined && own >= 0);
+  assert.equal(cpuSecondsOf(0x3fffffff), undefined);
 });

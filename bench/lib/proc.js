@@ -232,6 +232,36 @@ function memoryOf(pid) {
   return { rssKiB: Number(rss[1]), pssKiB, privateDirtyKiB };
 }
 
+/** Linux's USER_HZ, the unit of utime/stime in /proc/PID/stat (100 on every Linux ABI). */
+const CLOCK_TICKS = 100;
+
+/**
+ * User + system CPU seconds from the text of /proc/PID/stat (fields 14 and 15, counted after the
+ * parenthesised command name, which may itself contain spaces and ')').
+ * @param {string} stat
+ * @returns {number}
+ */
+function parseStatCpu(stat) {
+  const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  // rest[0] is field 3 (state), so field N is rest[N - 3].
+  const utime = Number(rest[11]);
+  const stime = Number(rest[12]);
+  if (!Number.isFinite(utime) || !Number.isFinite(stime) || rest.length < 13) throw new Error('not a /proc/PID/stat line');
+  return (utime + stime) / CLOCK_TICKS;
+}
+
+/**
+ * @param {number} pid
+ * @returns {number | undefined} CPU seconds so far, undefined once the process is gone
+ */
+function cpuSecondsOf(pid) {
+  try {
+    return parseStatCpu(fs.readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * Mount points at or below `dir`, deepest first (the order they must be unmounted in).
  * @param {string} dir
@@ -249,4 +279,4 @@ function mountsUnder(dir) {
   return [...new Set(points)].sort((a, b) => b.length - a.length);
 }
 
-module.exports = { delay, runTimed, runChecked, runToNull, argvOf, parseSmapsRollup, processesMatching, isRunning, waitGoneOrKill, memoryOf, mountsUnder };
+module.exports = { delay, runTimed, runChecked, runToNull, argvOf, parseSmapsRollup, parseStatCpu, cpuSecondsOf, processesMatching, isRunning, waitGoneOrKill, memoryOf, mountsUnder };
