@@ -76,7 +76,7 @@ const rowsFor = (o) => [
   { id: 'runGrouped', label: 'ctr run -d (grouped, shim running)', unit: 'ms', kind: 'samples' },
   { id: 'burst', label: `burst: ${o.burst} concurrent ctr run -d, wall`, unit: 'ms', kind: 'samples' },
   { id: 'ioFifo', label: `stdout FIFO, ${o.ioMiB} MiB (higher=better)`, unit: 'MB/s', kind: 'samples' },
-  { id: 'ioTty', label: `stdout TTY, ${o.ioMiB} MiB (higher=better)`, unit: 'MB/s', kind: 'samples' },
+  { id: 'ioTty', label: `stdout TTY, ${o.ioTtyMiB} MiB (higher=better)`, unit: 'MB/s', kind: 'samples' },
   { id: 'ioFifoCtrCpu', label: 'ctr CPU (user+sys) per FIFO sample', unit: 's', kind: 'samples' },
   { id: 'ioTtyCtrCpu', label: 'ctr CPU (user+sys) per TTY sample', unit: 's', kind: 'samples' },
   { id: 'ioFifoShimCpu', label: 'shim daemon CPU per FIFO sample', unit: 's', kind: 'samples' },
@@ -128,7 +128,7 @@ const progress = (text) => process.stderr.write(`[bench] ${text}\n`);
  */
 
 /** How long a sample may wait for tshim's next spare to finish loading. */
-const SPARE_READY_MS = 30_000;
+const SPARE_READY_MS = 10_000;
 
 /**
  * Before every sample, of either runtime: the spare the previous tshim `start` launched must have
@@ -145,7 +145,10 @@ async function prepareSpare({ cd, results }, retire, row) {
   // Before the first tshim start there is none; after one, start has spawned the next already.
   const present = idleSpares(cd.address).length > 0;
   const pid = present || spareSeen ? await waitSpareReady(cd.address, present ? SPARE_READY_MS : 2_000) : undefined;
-  if (pid === undefined && spareSeen) results.note(`${row}: no ready spare within ${SPARE_READY_MS} ms before a sample`);
+  if (pid === undefined && spareSeen) {
+    const left = idleSpares(cd.address);
+    results.note(`${row}: no ready spare before a sample (${present ? `${SPARE_READY_MS / 1000} s` : '2 s'}); idle spares now: ${left.map((x) => `${x.pid} ${x.socket}`).join(', ') || 'none'}`);
+  }
   if (pid !== undefined) spareSeen = true;
   if (retire) {
     const killed = await retireSpares(cd.address, 5_000);
@@ -356,19 +359,20 @@ async function benchBurst(ctx) {
  */
 async function benchIo(ctx) {
   const { cd, image, opts, results } = ctx;
-  const bytes = opts.ioMiB * 1024 * 1024;
-  // 2 MB/s would be broken; the timeout only guards the run.
-  const timeoutMs = 60_000 + (bytes / 2e6) * 1000;
   for (let i = 0; i < opts.ioSamples; i++) {
     for (const tty of [false, true]) {
       const row = tty ? 'ioTty' : 'ioFifo';
+      const mib = tty ? opts.ioTtyMiB : opts.ioMiB;
+      const bytes = mib * 1024 * 1024;
+      // 2 MB/s would be broken; the timeout only guards the run.
+      const timeoutMs = 60_000 + (bytes / 2e6) * 1000;
       for (const rt of orderFor(i)) {
         checkCanContinue(cd);
         await prepareSpare(ctx, false, row);
         const id = `io-${rt.key}-${i}${tty ? 't' : 'f'}`;
         const out = path.join(cd.dir, 'io', id);
         fs.mkdirSync(out, { recursive: true });
-        const script = `cat /proc/uptime >/out/t0; dd if=/dev/zero bs=1048576 count=${opts.ioMiB} 2>/out/dd; cat /proc/uptime >/out/t1`;
+        const script = `cat /proc/uptime >/out/t0; dd if=/dev/zero bs=1048576 count=${mib} 2>/out/dd; cat /proc/uptime >/out/t1`;
         const ctrArgs = ['--address', cd.address, '--namespace', cd.namespace, 'run', '--rm', ...(tty ? ['-t'] : []),
           '--runtime', rt.runtime, '--mount', `type=bind,src=${out},dst=/out,options=rbind:rw`, image, id, 'sh', '-c', script];
         const timeArgs = ['-f', '%U %S %e', '-o', path.join(out, 'time'), '/usr/bin/ctr', ...ctrArgs];
@@ -819,40 +823,39 @@ async function main() {
   const cd = await startContainerd(REPO_ROOT);
   /** @type {unknown} */
   let fatal;
-  const phases = opts.noCri ? 9 : 11;
+  const phases = 1 + ['direct', 'runrm', 'exec', 'burst', 'io', 'memory', 'memory', 'pods', 'cri', 'cri']
+    .filter((p) => opts.only.includes(p) && !(p === 'io' && opts.noIo) && !(p === 'cri' && opts.noCri)).length;
   let phase = 0;
   const step = (/** @type {string} */ text) => progress(`${++phase}/${phases} ${text} [${Math.round((Date.now() - startedAt.getTime()) / 1000)} s]`);
   try {
     const image = await importBenchImage(cd);
     const ctx = { cd, image, opts, results };
     const n = `${opts.iterations} timed + ${opts.warmup} warm-up rounds per runtime`;
-    step(`shim start (spare ready / none) + delete, direct, node -e 0 floor (${n})`);
-    await benchDirect(ctx);
-    step(`ctr run --rm, spare ready / none (${n})`);
-    await benchRunRm(ctx);
-    step(`ctr task exec (${n})`);
-    await benchExec(ctx);
-    step(`burst: ${opts.burstRounds} x ${opts.burst} concurrent ctr run -d per runtime`);
-    await benchBurst(ctx);
-    if (!opts.noIo) {
-      step(`IO: ${opts.ioMiB} MiB through stdout, FIFO and TTY, ${opts.ioSamples} samples per runtime and mode`);
-      await benchIo(ctx);
-    } else {
-      phase++;
+    const on = (/** @type {string} */ p) => opts.only.includes(p);
+    /** @type {[string, string, () => Promise<void>][]} */
+    const plan = [
+      ['direct', `shim start (spare ready / none) + delete, direct, node -e 0 floor (${n})`, () => benchDirect(ctx)],
+      ['runrm', `ctr run --rm, spare ready / none (${n})`, () => benchRunRm(ctx)],
+      ['exec', `ctr task exec (${n})`, () => benchExec(ctx)],
+      ['burst', `burst: ${opts.burstRounds} x ${opts.burst} concurrent ctr run -d per runtime`, () => benchBurst(ctx)],
+      ['io', `IO: ${opts.ioMiB} MiB FIFO / ${opts.ioTtyMiB} MiB TTY through stdout, ${opts.ioSamples} samples per runtime and mode`, () => benchIo(ctx)],
+      ['memory', `memory, ${opts.containers} containers per runtime, one shim each`, () => benchMemoryOwn(ctx)],
+      ['memory', `memory, one grouped shim per runtime, 1 then ${opts.grouped} containers`, () => benchMemoryGrouped(ctx)],
+      ['pods', `memory, ${opts.pods} pods x 2 containers per runtime`, () => benchPods(ctx)],
+    ];
+    for (const [name, text, run] of plan) {
+      if (name === 'io' && opts.noIo) continue;
+      if (!on(name)) continue;
+      step(text);
+      await run();
     }
-    step(`memory, ${opts.containers} containers per runtime, one shim each`);
-    await benchMemoryOwn(ctx);
-    step(`memory, one grouped shim per runtime, 1 then ${opts.grouped} containers`);
-    await benchMemoryGrouped(ctx);
-    step(`memory, ${opts.pods} pods x 2 containers per runtime`);
-    await benchPods(ctx);
   } catch (err) {
     fatal = err;
   } finally {
     step('tearing down');
     for (const problem of await cd.stop()) results.note(`teardown: ${problem}`);
   }
-  if (fatal === undefined && !opts.noCri) {
+  if (fatal === undefined && !opts.noCri && opts.only.includes('cri')) {
     try {
       progress('starting a CRI-enabled private containerd');
       await benchCri(opts, results, step);
@@ -892,7 +895,7 @@ async function main() {
     process.stdout.write(results.toTable([
       `tshim (${env.tshimRevision}) vs containerd-shim-runc-v2, ${env.containerd}, ${env.runc}`,
       `N=${opts.iterations} interleaved samples (+${opts.warmup} warm-up), K=${opts.containers}, G=${opts.grouped}, ` +
-        `burst ${opts.burstRounds}x${opts.burst}, ${opts.pods} pods, IO ${opts.ioSamples}x${opts.ioMiB} MiB; ` +
+        `burst ${opts.burstRounds}x${opts.burst}, ${opts.pods} pods, IO ${opts.ioSamples}x ${opts.ioMiB} MiB FIFO / ${opts.ioTtyMiB} MiB TTY; ` +
         `${env.cpus}, kernel ${env.kernel}, node ${env.node}; ${Math.round(seconds)} s; load ${load(loadBefore)} -> ${load(os.loadavg())}`,
     ]));
     process.stdout.write(['issue #7 targets (medians of this run):', ...targetLines(targets), ''].join('\n'));

@@ -11,7 +11,7 @@ const { quantileSorted, summarize, ratio } = require('./stats');
 const os = require('node:os');
 const net = require('node:net');
 const path = require('node:path');
-const { parseArgs, UsageError, QUICK } = require('./options');
+const { parseArgs, UsageError, QUICK, PHASES } = require('./options');
 const { spareSocketOf, probeSpare } = require('./spare');
 const { parseUptime, ioRate, parseTimeOutput, shQuote } = require('./io');
 const { evaluateTargets, targetLines } = require('./targets');
@@ -48,7 +48,7 @@ test('parseArgs: defaults, both value spellings, --quick, and rejections', () =>
   const defaults = parseArgs([], 'R');
   assert.deepEqual(defaults, {
     iterations: 15, containers: 10, grouped: 10, warmup: 2, settleMs: 2000, burst: 20, burstRounds: 2, pods: 20,
-    ioMiB: 1024, ioSamples: 1, out: 'R', quick: false, json: false, noCri: false, noIo: false, help: false,
+    ioMiB: 1024, ioTtyMiB: 256, ioSamples: 1, only: PHASES, out: 'R', quick: false, json: false, noCri: false, noIo: false, help: false,
   });
   const o = parseArgs(['--iterations', '5', '--containers=3', '--json', '--warmup', '0', '--settle-ms=100', '--no-cri', '--io-mib', '8', '--out', '', '--no-io']);
   assert.equal(o.iterations, 5);
@@ -65,6 +65,10 @@ test('parseArgs: defaults, both value spellings, --quick, and rejections', () =>
   assert.equal(q.pods, 2);
   assert.equal(q.iterations, QUICK.iterations);
   assert.equal(q.burst, 20, 'a burst stays 20 wide in quick mode');
+  assert.equal(q.ioTtyMiB, QUICK.ioTtyMiB);
+  assert.deepEqual(parseArgs(['--only', 'io, cri']).only, ['io', 'cri']);
+  assert.throws(() => parseArgs(['--only', 'io,bogus']), /not bogus/);
+  assert.throws(() => parseArgs(['--only=']), UsageError);
   assert.throws(() => parseArgs(['--no-cri=1']), UsageError);
   assert.equal(parseArgs(['-h']).help, true);
   assert.throws(() => parseArgs(['--iterations', '0']), UsageError);

@@ -14,6 +14,8 @@
  * @property {number} pods pods per runtime in the pod memory row (2 containers each)
  * @property {number} ioMiB MiB written through stdout per IO sample
  * @property {number} ioSamples IO samples per runtime and mode (FIFO, TTY)
+ * @property {number} ioTtyMiB MiB per TTY sample (the TTY path is ~10x slower than FIFO)
+ * @property {string[]} only phases to run (PHASES); all when not given
  * @property {string} out where the JSON document of the run is written ('' = nowhere)
  * @property {boolean} quick smaller everything, for a first look (~3 min)
  * @property {boolean} json
@@ -22,10 +24,13 @@
  * @property {boolean} help
  */
 
+/** The phases of a run, in order; --only picks some. */
+const PHASES = ['direct', 'runrm', 'exec', 'burst', 'io', 'memory', 'pods', 'cri'];
+
 const USAGE = `usage: node bench/run.js [--quick] [--iterations N] [--containers K] [--grouped G] [--warmup W]
        [--settle-ms MS] [--burst B] [--burst-rounds R] [--pods P] [--io-mib M] [--io-samples S]
-       [--out FILE] [--no-io] [--no-cri] [--json]
-  --quick          a smaller run for a first look: N=6, W=1, K=5, R=1, P=5, M=128, S=1, MS=1000
+       [--io-tty-mib T] [--only PHASE,...] [--out FILE] [--no-io] [--no-cri] [--json]
+  --quick          a smaller run for a first look: N=6, W=1, K=5, R=1, P=5, M=128, T=64, S=1, MS=1000
                    (explicit options given after or before it still win)
   --iterations N   timed samples per runtime for start/delete, run --rm, exec, CRI (default 15)
   --containers K   containers per runtime for the own-shim memory rows (default 10)
@@ -36,7 +41,10 @@ const USAGE = `usage: node bench/run.js [--quick] [--iterations N] [--containers
   --burst-rounds R bursts per runtime (default 2)
   --pods P         pods per runtime, 2 containers each, for the pod PSS row (default 20)
   --io-mib M       MiB through the container's stdout per IO sample (default 1024)
+  --io-tty-mib T   MiB per TTY sample (default 256: the pty path runs at ~10-25 MB/s here,
+                   1 GiB would take 1.5 min per runtime; the rate does not depend on the size)
   --io-samples S   IO samples per runtime and mode, FIFO and TTY (default 1)
+  --only P,...     run only these phases: ${PHASES.join(', ')}
   --out FILE       the whole run as JSON (default bench/results.json; --out '' for none)
   --no-io          skip the IO rows
   --no-cri         skip the CRI rows
@@ -47,7 +55,7 @@ containernetworking-plugins (CRI rows), and a built tree (npm run build).`;
 class UsageError extends Error {}
 
 /** @type {Readonly<Partial<Options>>} */
-const QUICK = { iterations: 6, warmup: 1, containers: 5, grouped: 10, burstRounds: 1, pods: 5, ioMiB: 128, ioSamples: 1, settleMs: 1000 };
+const QUICK = { iterations: 6, warmup: 1, containers: 5, grouped: 10, burstRounds: 1, pods: 5, ioMiB: 128, ioTtyMiB: 64, ioSamples: 1, settleMs: 1000 };
 
 /**
  * Accepts `--flag value` and `--flag=value`. --quick sets the defaults it names; options given
@@ -61,7 +69,7 @@ function parseArgs(argv, defaultOut = 'bench/results.json') {
   /** @type {Options} */
   const opts = {
     iterations: 15, containers: 10, grouped: 10, warmup: 2, settleMs: 2000, burst: 20, burstRounds: 2, pods: 20,
-    ioMiB: 1024, ioSamples: 1, out: defaultOut, quick: false, json: false, noCri: false, noIo: false, help: false,
+    ioMiB: 1024, ioTtyMiB: 256, ioSamples: 1, only: [...PHASES], out: defaultOut, quick: false, json: false, noCri: false, noIo: false, help: false,
   };
   /** @type {Set<string>} */
   const explicit = new Set();
@@ -87,6 +95,7 @@ function parseArgs(argv, defaultOut = 'bench/results.json') {
     '--pods': ['pods', 1],
     '--io-mib': ['ioMiB', 1],
     '--io-samples': ['ioSamples', 1],
+    '--io-tty-mib': ['ioTtyMiB', 1],
   };
   /** @type {Record<string, keyof Options>} */
   const switches = { '--json': 'json', '--no-cri': 'noCri', '--no-io': 'noIo', '--quick': 'quick', '-h': 'help', '--help': 'help' };
@@ -104,6 +113,12 @@ function parseArgs(argv, defaultOut = 'bench/results.json') {
     } else if (sw) {
       if (inline !== undefined) throw new UsageError(`${flag} takes no value`);
       /** @type {Record<string, unknown>} */ (opts)[sw] = true;
+    } else if (flag === '--only') {
+      const v = value() ?? '';
+      const picked = v.split(',').map((p) => p.trim()).filter((p) => p !== '');
+      const unknown = picked.filter((p) => !PHASES.includes(p));
+      if (picked.length === 0 || unknown.length > 0) throw new UsageError(`--only takes phases from ${PHASES.join(',')}${unknown.length > 0 ? `, not ${unknown.join(',')}` : ''}`);
+      opts.only = picked;
     } else if (flag === '--out') {
       const v = value();
       if (v === undefined) throw new UsageError('--out needs a file name (or \'\' for none)');
@@ -120,4 +135,4 @@ function parseArgs(argv, defaultOut = 'bench/results.json') {
   return opts;
 }
 
-module.exports = { parseArgs, UsageError, USAGE, QUICK };
+module.exports = { parseArgs, UsageError, USAGE, QUICK, PHASES };
