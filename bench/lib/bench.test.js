@@ -47,7 +47,7 @@ test('ratio is tshim over runc and undefined without both sides', () => {
 test('parseArgs: defaults, both value spellings, --quick, and rejections', () => {
   const defaults = parseArgs([], 'R');
   assert.deepEqual(defaults, {
-    iterations: 15, containers: 10, grouped: 10, warmup: 2, settleMs: 2000, burst: 20, burstRounds: 2, pods: 20,
+    iterations: 12, containers: 10, grouped: 10, warmup: 2, settleMs: 2000, burst: 20, burstRounds: 2, pods: 20,
     ioMiB: 1024, ioTtyMiB: 256, ioSamples: 1, only: PHASES, out: 'R', quick: false, json: false, noCri: false, noIo: false, help: false,
   });
   const o = parseArgs(['--iterations', '5', '--containers=3', '--json', '--warmup', '0', '--settle-ms=100', '--no-cri', '--io-mib', '8', '--out', '', '--no-io']);
@@ -264,4 +264,18 @@ test('parseStatCpu adds utime and stime after a command name with spaces and par
   const own = cpuSecondsOf(process.pid);
   assert.ok(own !== undefined && own >= 0);
   assert.equal(cpuSecondsOf(0x3fffffff), undefined);
+});
+
+test('markdown rendering of a results document: medians, ratios, targets', () => {
+  const { toMarkdown } = require('../markdown');
+  const r = new Results([
+    { id: 'a', label: 'x | y', unit: 'ms', kind: 'samples' },
+    { id: 'b', label: 'none', unit: 'ms', kind: 'samples' },
+  ]);
+  for (const v of [10, 20, 30]) r.add('a', 'runc', v);
+  for (const v of [200, 400]) r.add('a', 'tshim', v);
+  const md = toMarkdown(r.toJSON({ targets: [{ label: 'A', target: '<= 1.50x', measured: 15, unit: 'x', verdict: 'missed by 13.50x' }] }));
+  assert.match(md, /\| x \\\| y \| 20\.0 ms \| 300 ms \| 15\.00x \|/);
+  assert.ok(!md.includes('| none |'), 'rows without samples are left out');
+  assert.match(md, /\| A \| <= 1\.50x \| 15\.00x \| missed by 13\.50x \|/);
 });

@@ -32,7 +32,7 @@ const USAGE = `usage: node bench/run.js [--quick] [--iterations N] [--containers
        [--io-tty-mib T] [--only PHASE,...] [--out FILE] [--no-io] [--no-cri] [--json]
   --quick          a smaller run for a first look: N=6, W=1, K=5, R=1, P=5, M=128, T=64, S=1, MS=1000
                    (explicit options given after or before it still win)
-  --iterations N   timed samples per runtime for start/delete, run --rm, exec, CRI (default 15)
+  --iterations N   timed samples per runtime for start/delete, run --rm, exec, CRI (default 12)
   --containers K   containers per runtime for the own-shim memory rows (default 10)
   --grouped G      containers in the one grouped shim per runtime (default 10)
   --warmup W       untimed rounds per runtime before each latency phase (default 2)
@@ -68,7 +68,7 @@ const QUICK = { iterations: 6, warmup: 1, containers: 5, grouped: 10, burstRound
 function parseArgs(argv, defaultOut = 'bench/results.json') {
   /** @type {Options} */
   const opts = {
-    iterations: 15, containers: 10, grouped: 10, warmup: 2, settleMs: 2000, burst: 20, burstRounds: 2, pods: 20,
+    iterations: 12, containers: 10, grouped: 10, warmup: 2, settleMs: 2000, burst: 20, burstRounds: 2, pods: 20,
     ioMiB: 1024, ioTtyMiB: 256, ioSamples: 1, only: [...PHASES], out: defaultOut, quick: false, json: false, noCri: false, noIo: false, help: false,
   };
   /** @type {Set<string>} */
