@@ -547,9 +547,17 @@ async function measureSpareAndFloor({ cd, results }) {
   if (spare?.pssKiB !== undefined) results.add('sparePss', 'tshim', spare.pssKiB / MiB);
   if (!spare && !spareOff) results.note('no idle spare found to measure');
   const { spawn } = require('node:child_process');
-  const child = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1e6)'], { stdio: 'ignore' });
+  // Measured once it has run its first line (a fixed delay measured it half-started under load).
+  const child = spawn(process.execPath, ['-e', 'process.stdout.write("r"); setInterval(() => {}, 1e6)'], { stdio: ['ignore', 'pipe', 'ignore'] });
   try {
-    await delay(500);
+    await new Promise((resolve) => {
+      const timer = setTimeout(resolve, 15_000);
+      child.stdout?.once('data', () => {
+        clearTimeout(timer);
+        resolve(undefined);
+      });
+    });
+    await delay(300);
     const m = child.pid === undefined ? undefined : memoryOf(child.pid);
     if (m?.privateDirtyKiB !== undefined) results.add('nodePd', 'tshim', m.privateDirtyKiB / MiB);
   } finally {
