@@ -15,9 +15,12 @@ const { importBenchImage, PAUSE_VARIANT } = require('./lib/image');
 const { prepareCri, CriClient, podConfig, containerConfig } = require('./lib/cri');
 const { directCycle, StepError } = require('./lib/shim-direct');
 const { sampleShimMemory } = require('./lib/memory');
-const { delay, runTimed } = require('./lib/proc');
+const { delay, runTimed, runToNull, memoryOf, waitGoneOrKill, cpuSecondsOf, processesMatching } = require('./lib/proc');
 const { Results } = require('./lib/results');
 const { parseArgs, UsageError, USAGE } = require('./lib/options');
+const { waitSpareReady, retireSpares, idleSpares } = require('./lib/spare');
+const { TARGETS, evaluateTargets, targetLines } = require('./lib/targets');
+const { parseTimeOutput, ioRate, shQuote } = require('./lib/io');
 
 const REPO_ROOT = path.resolve(__dirname, '..');
 const GROUP_ANNOTATION = 'io.containerd.runc.v2.group';
@@ -51,28 +54,51 @@ const orderFor = (i) => (i % 2 === 0 ? RUNTIMES : [...RUNTIMES].reverse());
 /** Fails early, with the fix, instead of half-way through a run. */
 function preflight() {
   if (process.getuid?.() !== 0) throw new Error('must run as root (containerd, runc, mounts)');
-  for (const file of ['/usr/bin/containerd', '/usr/bin/ctr', '/usr/bin/runc', ...RUNTIMES.map((r) => r.binary)]) {
+  for (const file of ['/usr/bin/containerd', '/usr/bin/ctr', '/usr/bin/runc', '/usr/bin/script', '/usr/bin/time', ...RUNTIMES.map((r) => r.binary)]) {
     if (!fs.existsSync(file)) throw new Error(`${file} is missing`);
   }
   if (!fs.existsSync(path.join(REPO_ROOT, 'dist', 'main.js'))) throw new Error('dist/ is missing: run `npm run build` first');
 }
 
-/** @type {readonly import('./lib/results').RowSpec[]} */
-const ROWS = [
-  { id: 'start', label: 'shim start (direct)', unit: 'ms', kind: 'samples' },
+/**
+ * @param {Options} o
+ * @returns {import('./lib/results').RowSpec[]}
+ */
+const rowsFor = (o) => [
+  { id: 'floor', label: 'process floor: runc=/bin/true, tshim=node -e 0', unit: 'ms', kind: 'samples' },
+  { id: 'start', label: 'shim start (direct), spare ready', unit: 'ms', kind: 'samples' },
+  { id: 'startNoSpare', label: 'shim start (direct), no spare', unit: 'ms', kind: 'samples' },
   { id: 'delete', label: 'shim delete (direct)', unit: 'ms', kind: 'samples' },
-  { id: 'runRm', label: 'ctr run --rm ... true', unit: 'ms', kind: 'samples' },
+  { id: 'runRm', label: 'ctr run --rm ... true, spare ready', unit: 'ms', kind: 'samples' },
+  { id: 'runRmNoSpare', label: 'ctr run --rm ... true, no spare (1st on node)', unit: 'ms', kind: 'samples' },
   { id: 'exec', label: 'ctr task exec ... true', unit: 'ms', kind: 'samples' },
   { id: 'runDetached', label: 'ctr run -d (own shim)', unit: 'ms', kind: 'samples' },
-  { id: 'runGrouped', label: 'ctr run -d (shared shim)', unit: 'ms', kind: 'samples' },
-  { id: 'rss', label: 'RSS per container, own shim', unit: 'MiB', kind: 'samples' },
-  { id: 'pss', label: 'PSS per container, own shim', unit: 'MiB', kind: 'samples' },
-  { id: 'rssTotal', label: 'RSS total, K containers', unit: 'MiB', kind: 'value' },
-  { id: 'pssTotal', label: 'PSS total, K containers', unit: 'MiB', kind: 'value' },
-  { id: 'rssGrouped', label: 'RSS per container, shared shim', unit: 'MiB', kind: 'value' },
-  { id: 'pssGrouped', label: 'PSS per container, shared shim', unit: 'MiB', kind: 'value' },
+  { id: 'runGrouped', label: 'ctr run -d (grouped, shim running)', unit: 'ms', kind: 'samples' },
+  { id: 'burst', label: `burst: ${o.burst} concurrent ctr run -d, wall`, unit: 'ms', kind: 'samples' },
+  { id: 'ioFifo', label: `stdout FIFO, ${o.ioMiB} MiB (higher=better)`, unit: 'MB/s', kind: 'samples' },
+  { id: 'ioTty', label: `stdout TTY, ${o.ioTtyMiB} MiB (higher=better)`, unit: 'MB/s', kind: 'samples' },
+  { id: 'ioFifoCtrCpu', label: 'ctr CPU (user+sys) per FIFO sample', unit: 's', kind: 'samples' },
+  { id: 'ioTtyCtrCpu', label: 'ctr CPU (user+sys) per TTY sample', unit: 's', kind: 'samples' },
+  { id: 'ioFifoShimCpu', label: 'shim daemon CPU per FIFO sample', unit: 's', kind: 'samples' },
+  { id: 'ioTtyShimCpu', label: 'shim daemon CPU per TTY sample', unit: 's', kind: 'samples' },
+  { id: 'pdOne', label: 'Private_Dirty, daemon with 1 container', unit: 'MiB', kind: 'samples' },
+  { id: 'pssOne', label: `PSS, daemon with 1 container (${o.containers} running)`, unit: 'MiB', kind: 'samples' },
+  { id: 'rssOne', label: 'RSS, daemon with 1 container', unit: 'MiB', kind: 'samples' },
+  { id: 'pssTotal', label: `PSS total, ${o.containers} own shims`, unit: 'MiB', kind: 'value' },
+  { id: 'pdGrouped1', label: 'Private_Dirty, grouped shim, 1 container', unit: 'MiB', kind: 'value' },
+  { id: 'pdGrouped', label: `Private_Dirty, grouped shim, ${o.grouped} containers`, unit: 'MiB', kind: 'value' },
+  { id: 'pssGrouped', label: `PSS, grouped shim, ${o.grouped} containers`, unit: 'MiB', kind: 'value' },
+  { id: 'pdMarginal', label: 'Private_Dirty per extra grouped container', unit: 'MiB', kind: 'value' },
+  { id: 'podsPss', label: `PSS total of all shims, ${o.pods} pods x 2`, unit: 'MiB', kind: 'value' },
+  { id: 'podsPd', label: `Private_Dirty total, ${o.pods} pods x 2`, unit: 'MiB', kind: 'value' },
+  { id: 'sparePd', label: 'idle spare daemon: Private_Dirty (runc: none)', unit: 'MiB', kind: 'value' },
+  { id: 'sparePss', label: 'idle spare daemon: PSS (runc: none)', unit: 'MiB', kind: 'value' },
+  { id: 'nodePd', label: 'idle `node` process: Private_Dirty (floor)', unit: 'MiB', kind: 'value' },
   { id: 'criPod', label: 'CRI pod: run, create+start, stop, remove', unit: 'ms', kind: 'samples' },
+  { id: 'criRunPod', label: 'CRI RunPodSandbox', unit: 'ms', kind: 'samples' },
   { id: 'criContainer', label: 'CRI container: create+start, stop, remove', unit: 'ms', kind: 'samples' },
+  { id: 'criCtrStart', label: 'CRI container create+start (in pod)', unit: 'ms', kind: 'samples' },
+  { id: 'criCtrStop', label: 'CRI StopContainer (timeout 0)', unit: 'ms', kind: 'samples' },
 ];
 
 /** Set by SIGINT/SIGTERM; phases stop at the next sample and teardown still runs. */
@@ -101,35 +127,93 @@ const progress = (text) => process.stderr.write(`[bench] ${text}\n`);
  * @property {Results} results
  */
 
+/** How long a sample may wait for tshim's next spare to finish loading. */
+const SPARE_READY_MS = 10_000;
+
 /**
- * Row 1 and 2: the shim binary's own `start` and `delete`, with containerd only as the address.
+ * Before every sample, of either runtime: the spare the previous tshim `start` launched must have
+ * finished loading, so that (a) a "spare ready" sample really finds one and (b) no sample, runc's
+ * included, shares the CPU with a spare still loading. With `retire`, the spare is then retired,
+ * so the sample is what the first container on a node sees (start finds none, launches its own
+ * daemon and, in the background, the next spare).
+ * @param {Ctx} ctx
+ * @param {boolean} retire
+ * @param {string} row for the note when no spare turns up
+ */
+async function prepareSpare({ cd, results }, retire, row) {
+  if (spareOff) return;
+  // Before the first tshim start there is none; after one, start has spawned the next already.
+  const present = idleSpares(cd.address).length > 0;
+  const pid = present || spareSeen ? await waitSpareReady(cd.address, present ? SPARE_READY_MS : 2_000) : undefined;
+  if (pid === undefined && spareSeen) {
+    const left = idleSpares(cd.address);
+    results.note(`${row}: no ready spare before a sample (${present ? `${SPARE_READY_MS / 1000} s` : '2 s'}); idle spares now: ${left.map((x) => `${x.pid} ${x.socket}`).join(', ') || 'none'}`);
+  }
+  if (pid !== undefined) spareSeen = true;
+  if (retire) {
+    const killed = await retireSpares(cd.address, 5_000);
+    if (killed > 0) results.note(`${row}: a spare ignored SIGTERM and was killed`);
+  }
+}
+/** True when tshim is told not to use spares (TSHIM_SPARE=0 in the bench's environment). */
+const spareOff = ['0', 'false', 'off', 'no'].includes((process.env['TSHIM_SPARE'] ?? '').toLowerCase());
+/** Set once any spare was seen: before the first tshim start there is none to wait for. */
+let spareSeen = false;
+
+/**
+ * The floor line: `node -e 0` (what every Node process pays before running a line of the shim)
+ * in tshim's column, `/bin/true` (a bare exec) in runc's; the `start` target is node -e 0 + 10 ms.
+ * @param {Ctx} ctx
+ * @param {number} i
+ */
+async function floorSample(ctx, i) {
+  for (const rt of orderFor(i)) {
+    await prepareSpare(ctx, false, 'floor');
+    const r = rt.key === 'tshim' ? await runTimed(process.execPath, ['-e', '0']) : await runTimed('/bin/true', []);
+    if (i >= ctx.opts.warmup) {
+      if (r.code === 0) ctx.results.add('floor', rt.key, r.ms);
+      else ctx.results.fail('floor', rt.key, new Error(`exit ${r.code}`));
+    }
+  }
+}
+
+/**
+ * The shim binary's own `start` and `delete`, with containerd only as the address; `start` with
+ * a ready spare and with none, and the floor line, all interleaved in the same rounds.
  * @param {Ctx} ctx
  */
-async function benchDirect({ cd, opts, results }) {
+async function benchDirect(ctx) {
+  const { cd, opts, results } = ctx;
   const { TtrpcClient } = require(path.join(REPO_ROOT, 'dist', 'common', 'ttrpc', 'client.js'));
   const parent = path.join(cd.dir, 'direct');
   fs.mkdirSync(parent);
   const total = opts.warmup + opts.iterations;
   for (let i = 0; i < total; i++) {
-    for (const rt of orderFor(i)) {
-      checkCanContinue(cd);
-      const timed = i >= opts.warmup;
-      try {
-        const r = await directCycle(
-          { binary: rt.binary, namespace: cd.namespace, containerdAddress: cd.address, env: cd.env },
-          parent,
-          `direct-${rt.key}-${i}`,
-          TtrpcClient,
-        );
-        for (const w of r.warnings) results.note(`direct ${rt.key}: ${w}`);
-        if (timed) {
-          results.add('start', rt.key, r.startMs);
-          results.add('delete', rt.key, r.deleteMs);
+    for (const noSpare of [false, true]) {
+      for (const rt of orderFor(i)) {
+        checkCanContinue(cd);
+        const timed = i >= opts.warmup;
+        const startRow = noSpare ? 'startNoSpare' : 'start';
+        await prepareSpare(ctx, noSpare && rt.key === 'tshim', startRow);
+        try {
+          const r = await directCycle(
+            { binary: rt.binary, namespace: cd.namespace, containerdAddress: cd.address, env: cd.env },
+            parent,
+            `direct-${rt.key}-${i}${noSpare ? 'n' : ''}`,
+            TtrpcClient,
+            { beforeDelete: () => prepareSpare(ctx, false, 'delete') },
+          );
+          for (const w of r.warnings) results.note(`direct ${rt.key}: ${w}`);
+          if (timed) {
+            results.add(startRow, rt.key, r.startMs);
+            if (!noSpare) results.add('delete', rt.key, r.deleteMs);
+          }
+        } catch (err) {
+          if (timed) results.fail(err instanceof StepError && err.step === 'delete' ? 'delete' : startRow, rt.key, err);
         }
-      } catch (err) {
-        if (timed) results.fail(err instanceof StepError && err.step === 'delete' ? 'delete' : 'start', rt.key, err);
       }
     }
+    await floorSample(ctx, i);
   }
 }
 
@@ -140,40 +224,66 @@ async function benchDirect({ cd, opts, results }) {
  * @param {string[]} ids
  */
 async function removeContainers(cd, ids) {
-  for (const id of ids) {
+  // A few at a time: one by one, 80 containers cost half a minute on a busy machine.
+  await pool(ids, 4, async (id) => {
     await cd.ctrUnchecked(['tasks', 'rm', '-f', id], 30_000);
     await cd.ctrUnchecked(['containers', 'rm', id], 30_000);
-  }
+  });
   const deadline = Date.now() + 10_000;
   while (cd.shimProcesses().length > 0 && Date.now() < deadline) await delay(50);
 }
 
 /**
- * Row 3: create + start + wait + delete + shutdown through containerd, as one `ctr` call.
+ * Runs `fn` over `items`, at most `width` at once.
+ * @template T
+ * @param {readonly T[]} items
+ * @param {number} width
+ * @param {(item: T) => Promise<void>} fn
+ */
+async function pool(items, width, fn) {
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const item = /** @type {T} */ (items[next++]);
+      await fn(item);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(width, items.length) }, worker));
+}
+
+/**
+ * create + start + wait + delete + shutdown through containerd, as one `ctr` call; with a ready
+ * spare and with none (retired just before the sample), interleaved in the same rounds.
  * @param {Ctx} ctx
  */
-async function benchRunRm({ cd, image, opts, results }) {
+async function benchRunRm(ctx) {
+  const { cd, image, opts, results } = ctx;
   const total = opts.warmup + opts.iterations;
   for (let i = 0; i < total; i++) {
-    for (const rt of orderFor(i)) {
-      checkCanContinue(cd);
-      const id = `rm-${rt.key}-${i}`;
-      try {
-        const r = await cd.ctr(['run', '--rm', '--runtime', rt.runtime, image, id, 'true']);
-        if (i >= opts.warmup) results.add('runRm', rt.key, r.ms);
-      } catch (err) {
-        if (i >= opts.warmup) results.fail('runRm', rt.key, err);
-        await removeContainers(cd, [id]);
+    for (const noSpare of [false, true]) {
+      const row = noSpare ? 'runRmNoSpare' : 'runRm';
+      for (const rt of orderFor(i)) {
+        checkCanContinue(cd);
+        await prepareSpare(ctx, noSpare && rt.key === 'tshim', row);
+        const id = `rm-${rt.key}-${i}${noSpare ? 'n' : ''}`;
+        try {
+          const r = await cd.ctr(['run', '--rm', '--runtime', rt.runtime, image, id, 'true']);
+          if (i >= opts.warmup) results.add(row, rt.key, r.ms);
+        } catch (err) {
+          if (i >= opts.warmup) results.fail(row, rt.key, err);
+          await removeContainers(cd, [id]);
+        }
       }
     }
   }
 }
 
 /**
- * Row 4: exec latency against one long-running container per runtime.
+ * Exec latency against one long-running container per runtime.
  * @param {Ctx} ctx
  */
-async function benchExec({ cd, image, opts, results }) {
+async function benchExec(ctx) {
+  const { cd, image, opts, results } = ctx;
   /** @type {Map<RuntimeKey, string>} */
   const running = new Map();
   try {
@@ -191,6 +301,7 @@ async function benchExec({ cd, image, opts, results }) {
     for (let i = 0; i < total; i++) {
       for (const rt of orderFor(i)) {
         checkCanContinue(cd);
+        await prepareSpare(ctx, false, 'exec');
         const id = running.get(rt.key);
         if (id === undefined) continue;
         try {
@@ -207,61 +318,335 @@ async function benchExec({ cd, image, opts, results }) {
 }
 
 /**
- * Rows 5–12: K detached containers per runtime, each with its own shim, or all K sharing one
- * shim through the grouping annotation. Both runtimes run at once (started interleaved) and are
- * sampled after a settle delay; the grouped and ungrouped sets never coexist, because PSS splits
- * shared pages between every process mapping them and would blur the two cases.
+ * Burst: B `ctr run -d` at once (own shim each), wall until every one returned, i.e. every task is
+ * RUNNING (ctr run -d returns after Start); checked with `ctr tasks ls` too. Rounds alternate
+ * the runtimes ABBA; containers are removed between rounds, untimed.
  * @param {Ctx} ctx
- * @param {boolean} grouped
  */
-async function benchMemory({ cd, image, opts, results }, grouped) {
+async function benchBurst(ctx) {
+  const { cd, image, opts, results } = ctx;
+  for (let i = 0; i < opts.burstRounds; i++) {
+    for (const rt of orderFor(i)) {
+      checkCanContinue(cd);
+      await prepareSpare(ctx, false, 'burst');
+      const ids = Array.from({ length: opts.burst }, (_, j) => `burst-${rt.key}-${i}-${j}`);
+      try {
+        const t0 = performance.now();
+        const runs = await Promise.all(ids.map((id) => cd.ctrUnchecked(['run', '-d', '--runtime', rt.runtime, image, id, 'sleep', LONG_SLEEP], 120_000)));
+        const ms = performance.now() - t0;
+        const failed = runs.filter((r) => r.code !== 0);
+        if (failed.length > 0) throw new Error(`${failed.length}/${ids.length} ctr run -d failed, first: ${failed[0]?.stderr.trim()}`);
+        const listed = (await cd.ctr(['tasks', 'ls'])).stdout.toString('utf8');
+        const notRunning = ids.filter((id) => !new RegExp(`^${id}\\s+\\d+\\s+RUNNING`, 'm').test(listed));
+        if (notRunning.length > 0) throw new Error(`${notRunning.length} tasks not RUNNING after the burst: ${notRunning.join(' ')}`);
+        results.add('burst', rt.key, ms);
+      } catch (err) {
+        results.fail('burst', rt.key, err);
+      } finally {
+        await removeContainers(cd, ids);
+      }
+    }
+  }
+}
+
+/**
+ * IO: `dd if=/dev/zero bs=1M count=M` as the container's stdout, ctr's stdout at /dev/null,
+ * through FIFOs (plain `ctr run`) and through a TTY (`ctr run -t` under script(1), which gives
+ * ctr the terminal it insists on; script's own output is /dev/null too). The rate is timed inside
+ * the container (lib/io.js); GNU time records ctr's CPU, to show whether ctr (the same client for
+ * both) was the bottleneck.
+ * @param {Ctx} ctx
+ */
+async function benchIo(ctx) {
+  const { cd, image, opts, results } = ctx;
+  for (let i = 0; i < opts.ioSamples; i++) {
+    for (const tty of [false, true]) {
+      const row = tty ? 'ioTty' : 'ioFifo';
+      const mib = tty ? opts.ioTtyMiB : opts.ioMiB;
+      const bytes = mib * 1024 * 1024;
+      // 2 MB/s would be broken; the timeout only guards the run.
+      const timeoutMs = 60_000 + (bytes / 2e6) * 1000;
+      for (const rt of orderFor(i)) {
+        checkCanContinue(cd);
+        await prepareSpare(ctx, false, row);
+        const id = `io-${rt.key}-${i}${tty ? 't' : 'f'}`;
+        const out = path.join(cd.dir, 'io', id);
+        fs.mkdirSync(out, { recursive: true });
+        const script = `cat /proc/uptime >/out/t0; dd if=/dev/zero bs=1048576 count=${mib} 2>/out/dd; cat /proc/uptime >/out/t1`;
+        const ctrArgs = ['--address', cd.address, '--namespace', cd.namespace, 'run', '--rm', ...(tty ? ['-t'] : []),
+          '--runtime', rt.runtime, '--mount', `type=bind,src=${out},dst=/out,options=rbind:rw`, image, id, 'sh', '-c', script];
+        const timeArgs = ['-f', '%U %S %e', '-o', path.join(out, 'time'), '/usr/bin/ctr', ...ctrArgs];
+        const shimCpu = watchShimCpu(cd, id);
+        try {
+          const r = tty
+            ? await runToNull('/usr/bin/script', ['-qfec', ['/usr/bin/time', ...timeArgs].map(shQuote).join(' '), '/dev/null'], { timeoutMs })
+            : await runToNull('/usr/bin/time', timeArgs, { timeoutMs });
+          if (r.code !== 0) throw new Error(`ctr run exited ${r.code}: ${r.stderr.trim()}`);
+          const read = (/** @type {string} */ f) => fs.readFileSync(path.join(out, f), 'utf8');
+          const rate = ioRate(bytes, read('t0'), read('t1'));
+          const ctr = parseTimeOutput(read('time'));
+          results.add(row, rt.key, rate.mbps);
+          results.add(`${row}CtrCpu`, rt.key, ctr.cpu);
+          const shim = shimCpu.stop();
+          if (shim !== undefined) results.add(`${row}ShimCpu`, rt.key, shim);
+          else results.note(`${row} ${rt.key}: the shim daemon of ${id} was not found, no shim CPU`);
+          ioRaw.push({ row, runtime: rt.key, mbps: rate.mbps, ddSeconds: rate.seconds, ctrCpuSeconds: ctr.cpu, ctrWallSeconds: ctr.wall, shimCpuSeconds: shim ?? null, wallMs: r.ms });
+        } catch (err) {
+          results.fail(row, rt.key, err);
+          await removeContainers(cd, [id]);
+        } finally {
+          shimCpu.stop();
+          fs.rmSync(out, { recursive: true, force: true });
+        }
+      }
+    }
+  }
+}
+/**
+ * Follows the CPU time of the shim daemon serving container `id` (found by its argv: `-id ID` and
+ * our private address; an adopted spare shows both in its title) while an IO sample runs: polled
+ * every 100 ms, the last reading before the daemon exits is kept, so at most 0.1 s of its
+ * teardown is missed. CPU the daemon spent before the container started (a spare's loading) is
+ * subtracted by taking the first reading as the base.
+ * @param {Containerd} cd
+ * @param {string} id
+ * @returns {{ stop: () => number | undefined }}
+ */
+function watchShimCpu(cd, id) {
+  let stopped = false;
+  /** @type {number | undefined} */ let pid;
+  /** @type {number | undefined} */ let base;
+  /** @type {number | undefined} */ let last;
+  const tick = () => {
+    if (stopped) return;
+    if (pid === undefined) {
+      const found = processesMatching((a) => {
+        const at = a.indexOf('-address');
+        const last = a[a.length - 1];
+        return at >= 0 && a[at + 1] === cd.address && a[a.indexOf('-id') + 1] === id && last !== 'start' && last !== 'delete';
+      });
+      pid = found[0]?.pid;
+      if (pid !== undefined) base = cpuSecondsOf(pid);
+    } else {
+      const now = cpuSecondsOf(pid);
+      if (now !== undefined) last = now;
+    }
+    timer = setTimeout(tick, 100);
+  };
+  /** @type {NodeJS.Timeout} */
+  let timer = setTimeout(tick, 50);
+  return {
+    stop() {
+      stopped = true;
+      clearTimeout(timer);
+      return base !== undefined && last !== undefined ? last - base : undefined;
+    },
+  };
+}
+
+/** @type {Record<string, unknown>[]} per IO sample: dd seconds, ctr CPU and wall, for the JSON */
+const ioRaw = [];
+
+const MiBof = (/** @type {number | undefined} */ kib) => (kib === undefined ? undefined : kib / MiB);
+
+/**
+ * Memory of every shim daemon of one runtime for this containerd: PSS, Private_Dirty, RSS in MiB.
+ * @param {Ctx} ctx
+ * @param {Runtime} rt
+ * @param {number} expected daemons that should be there (noted when different)
+ * @param {string} what
+ */
+function shimMemory({ cd, results }, rt, expected, what) {
+  const shims = sampleShimMemory(rt.shimName, cd.address, cd.namespace);
+  if (shims.length !== expected) results.note(`${what} ${rt.key}: found ${shims.length} shim daemons, expected ${expected}`);
+  if (shims.some((m) => m.pssKiB === undefined || m.privateDirtyKiB === undefined)) results.note(`${what} ${rt.key}: smaps_rollup unreadable for some daemon`);
+  const sum = (/** @type {(m: import('./lib/memory').ShimMemory) => number | undefined} */ f) => shims.reduce((s, m) => s + (f(m) ?? 0), 0) / MiB;
+  return { shims, pss: sum((m) => m.pssKiB), pd: sum((m) => m.privateDirtyKiB), rss: sum((m) => m.rssKiB) };
+}
+
+/**
+ * Starts `ids` detached with `runtime` (and annotations), a few at once, untimed; returns the
+ * ones that started.
+ * @param {Ctx} ctx
+ * @param {Runtime} rt
+ * @param {{ id: string, annotations: string[] }[]} specs
+ * @param {string} row for failures
+ */
+async function startMany({ cd, image, results }, rt, specs, row) {
+  /** @type {string[]} */
+  const ok = [];
+  await pool(specs, 4, async ({ id, annotations }) => {
+    try {
+      await cd.ctr(['run', '-d', '--runtime', rt.runtime, ...annotations.flatMap((a) => ['--annotation', a]), image, id, 'sleep', LONG_SLEEP], 120_000);
+      ok.push(id);
+    } catch (err) {
+      results.fail(row, rt.key, err);
+    }
+  });
+  return ok;
+}
+
+/**
+ * K detached containers per runtime, each with its own shim (latency row `ctr run -d (own shim)`,
+ * spare ready before each), both runtimes' sets running at once; after a settle delay every daemon
+ * is measured (Private_Dirty, PSS, RSS from smaps_rollup / status), and so are the idle spare and
+ * an idle `node` process as the floor.
+ * @param {Ctx} ctx
+ */
+async function benchMemoryOwn(ctx) {
+  const { cd, image, opts, results } = ctx;
   /** @type {string[]} */
   const created = [];
   /** @type {Record<RuntimeKey, number>} */
-  const runningCount = { runc: 0, tshim: 0 };
-  const latencyRow = grouped ? 'runGrouped' : 'runDetached';
+  const running = { runc: 0, tshim: 0 };
   try {
     for (let j = 0; j < opts.containers; j++) {
       for (const rt of orderFor(j)) {
         checkCanContinue(cd);
-        const id = `${grouped ? 'grp' : 'mem'}-${rt.key}-${j}`;
-        const annotation = grouped ? ['--annotation', `${GROUP_ANNOTATION}=bench-${rt.key}`] : [];
+        await prepareSpare(ctx, false, 'runDetached');
+        const id = `mem-${rt.key}-${j}`;
         created.push(id);
         try {
-          const r = await cd.ctr(['run', '-d', '--runtime', rt.runtime, ...annotation, image, id, 'sleep', LONG_SLEEP]);
-          results.add(latencyRow, rt.key, r.ms);
-          runningCount[rt.key]++;
+          const r = await cd.ctr(['run', '-d', '--runtime', rt.runtime, image, id, 'sleep', LONG_SLEEP]);
+          results.add('runDetached', rt.key, r.ms);
+          running[rt.key]++;
         } catch (err) {
-          results.fail(latencyRow, rt.key, err);
+          results.fail('runDetached', rt.key, err);
         }
       }
     }
     // Sampling right after the last start would catch tshim mid-allocation (and before the
     // first GC); the delay lets both settle into their steady state.
+    await prepareSpare(ctx, false, 'memory');
     await delay(opts.settleMs);
     for (const rt of RUNTIMES) {
-      const n = runningCount[rt.key];
-      if (n === 0) continue;
-      const shims = sampleShimMemory(rt.shimName, cd.address, cd.namespace);
-      const expected = grouped ? 1 : n;
-      if (shims.length !== expected) {
-        results.note(`${grouped ? 'grouped' : 'ungrouped'} ${rt.key}: found ${shims.length} shim daemons for ${n} containers, expected ${expected}`);
+      if (running[rt.key] === 0) continue;
+      const m = shimMemory(ctx, rt, running[rt.key], 'own shims');
+      for (const s of m.shims) {
+        if (s.privateDirtyKiB !== undefined) results.add('pdOne', rt.key, s.privateDirtyKiB / MiB);
+        if (s.pssKiB !== undefined) results.add('pssOne', rt.key, s.pssKiB / MiB);
+        results.add('rssOne', rt.key, s.rssKiB / MiB);
       }
-      const rss = shims.reduce((s, m) => s + m.rssKiB, 0) / MiB;
-      const pssKnown = shims.every((m) => m.pssKiB !== undefined);
-      const pss = shims.reduce((s, m) => s + (m.pssKiB ?? 0), 0) / MiB;
-      if (grouped) {
-        results.add('rssGrouped', rt.key, rss / n);
-        if (pssKnown) results.add('pssGrouped', rt.key, pss / n);
-      } else {
-        for (const m of shims) {
-          results.add('rss', rt.key, m.rssKiB / MiB);
-          if (m.pssKiB !== undefined) results.add('pss', rt.key, m.pssKiB / MiB);
+      results.add('pssTotal', rt.key, m.pss);
+    }
+    await measureSpareAndFloor(ctx);
+  } finally {
+    await removeContainers(cd, created);
+  }
+}
+
+/**
+ * The idle spare tshim keeps per containerd (a cost runc does not have, hence no runc value), and
+ * an idle `node` process: the floor every Node daemon starts from.
+ * @param {Ctx} ctx
+ */
+async function measureSpareAndFloor({ cd, results }) {
+  const spares = idleSpares(cd.address);
+  const spare = spares[0] && memoryOf(spares[0].pid);
+  if (spare?.privateDirtyKiB !== undefined) results.add('sparePd', 'tshim', spare.privateDirtyKiB / MiB);
+  if (spare?.pssKiB !== undefined) results.add('sparePss', 'tshim', spare.pssKiB / MiB);
+  if (!spare && !spareOff) results.note('no idle spare found to measure');
+  const { spawn } = require('node:child_process');
+  // Measured once it has run its first line (a fixed delay measured it half-started under load).
+  const child = spawn(process.execPath, ['-e', 'process.stdout.write("r"); setInterval(() => {}, 1e6)'], { stdio: ['ignore', 'pipe', 'ignore'] });
+  try {
+    await new Promise((resolve) => {
+      const timer = setTimeout(resolve, 15_000);
+      child.stdout?.once('data', () => {
+        clearTimeout(timer);
+        resolve(undefined);
+      });
+    });
+    await delay(300);
+    const m = child.pid === undefined ? undefined : memoryOf(child.pid);
+    if (m?.privateDirtyKiB !== undefined) results.add('nodePd', 'tshim', m.privateDirtyKiB / MiB);
+  } finally {
+    child.kill('SIGKILL');
+    if (child.pid !== undefined) await waitGoneOrKill(child.pid, 5_000);
+  }
+}
+
+/**
+ * One grouped shim per runtime (`io.containerd.runc.v2.group`, which both shims implement): its
+ * memory with 1 container, then with G; the marginal Private_Dirty per extra container is
+ * (PD(G) - PD(1)) / (G - 1). The latency row times the G - 1 starts that found the shim running.
+ * @param {Ctx} ctx
+ */
+async function benchMemoryGrouped(ctx) {
+  const { cd, image, opts, results } = ctx;
+  /** @type {string[]} */
+  const created = [];
+  /** @type {Record<RuntimeKey, number>} */
+  const running = { runc: 0, tshim: 0 };
+  /** @type {Record<RuntimeKey, number | undefined>} */
+  const pd1 = { runc: undefined, tshim: undefined };
+  try {
+    for (let j = 0; j < opts.grouped; j++) {
+      for (const rt of orderFor(j)) {
+        checkCanContinue(cd);
+        await prepareSpare(ctx, false, 'runGrouped');
+        const id = `grp-${rt.key}-${j}`;
+        created.push(id);
+        try {
+          const r = await cd.ctr(['run', '-d', '--runtime', rt.runtime, '--annotation', `${GROUP_ANNOTATION}=bench-${rt.key}`, image, id, 'sleep', LONG_SLEEP]);
+          if (j > 0) results.add('runGrouped', rt.key, r.ms);
+          running[rt.key]++;
+        } catch (err) {
+          results.fail('runGrouped', rt.key, err);
         }
-        results.add('rssTotal', rt.key, rss);
-        if (pssKnown) results.add('pssTotal', rt.key, pss);
       }
-      if (!pssKnown) results.note(`${rt.key}: /proc/<pid>/smaps_rollup unreadable, PSS rows left empty`);
+      if (j === 0) {
+        await prepareSpare(ctx, false, 'memory');
+        await delay(opts.settleMs);
+        for (const rt of RUNTIMES) if (running[rt.key] === 1) pd1[rt.key] = shimMemory(ctx, rt, 1, 'grouped (1)').pd;
+      }
+    }
+    await prepareSpare(ctx, false, 'memory');
+    await delay(opts.settleMs);
+    for (const rt of RUNTIMES) {
+      const n = running[rt.key];
+      if (n === 0) continue;
+      const m = shimMemory(ctx, rt, 1, `grouped (${n})`);
+      results.add('pdGrouped', rt.key, m.pd);
+      results.add('pssGrouped', rt.key, m.pss);
+      const one = pd1[rt.key];
+      if (one !== undefined) {
+        results.add('pdGrouped1', rt.key, one);
+        if (n > 1) results.add('pdMarginal', rt.key, (m.pd - one) / (n - 1));
+      }
+    }
+  } finally {
+    await removeContainers(cd, created);
+  }
+}
+
+/**
+ * P pods x 2 containers per runtime, one group annotation per pod (so one shim per pod, as CRI
+ * makes it), both runtimes at once; total PSS and Private_Dirty of all their shims.
+ * @param {Ctx} ctx
+ */
+async function benchPods(ctx) {
+  const { cd, opts, results } = ctx;
+  /** @type {string[]} */
+  const created = [];
+  try {
+    for (const rt of RUNTIMES) {
+      const specs = [];
+      for (let p = 0; p < opts.pods; p++) {
+        for (let c = 0; c < 2; c++) specs.push({ id: `pod-${rt.key}-${p}-${c}`, annotations: [`${GROUP_ANNOTATION}=pod-${rt.key}-${p}`] });
+      }
+      created.push(...specs.map((s) => s.id));
+      // The two containers of a pod one after the other: the second must find the pod's shim.
+      const first = await startMany(ctx, rt, specs.filter((_, k) => k % 2 === 0), 'podsPss');
+      const second = await startMany(ctx, rt, specs.filter((_, k) => k % 2 === 1), 'podsPss');
+      if (first.length + second.length !== specs.length) results.note(`pods ${rt.key}: ${first.length + second.length}/${specs.length} containers started`);
+    }
+    await prepareSpare(ctx, false, 'memory');
+    await delay(opts.settleMs);
+    for (const rt of RUNTIMES) {
+      const m = shimMemory(ctx, rt, opts.pods, 'pods');
+      results.add('podsPss', rt.key, m.pss);
+      results.add('podsPd', rt.key, m.pd);
     }
   } finally {
     await removeContainers(cd, created);
@@ -276,8 +661,9 @@ async function benchMemory({ cd, image, opts, results }, grouped) {
  * 0: SIGKILL) + RemoveContainer in a pod per handler that stays up for the phase.
  * @param {Options} opts
  * @param {Results} results
+ * @param {(text: string) => void} step
  */
-async function benchCri(opts, results) {
+async function benchCri(opts, results, step) {
   const setup = await prepareCri(REPO_ROOT, `docker.io/tshim/bench:${PAUSE_VARIANT.tag}`);
   /** @type {Containerd | undefined} */
   let cd;
@@ -292,20 +678,24 @@ async function benchCri(opts, results) {
     await cri.waitImage(image);
     await cri.waitImage(`docker.io/tshim/bench:${PAUSE_VARIANT.tag}`);
     const c = cri;
+    /** @type {Ctx} */
+    const ctx = { cd, image, opts, results };
     const logDir = path.join(cd.dir, 'pod-logs');
     const sleeper = (/** @type {string} */ name) => containerConfig(name, image, ['sleep', LONG_SLEEP]);
     const total = opts.warmup + opts.iterations;
 
-    progress(`6/7 CRI pod lifecycle (${opts.iterations} timed + ${opts.warmup} warm-up rounds per handler)`);
+    step(`CRI pod lifecycle (${opts.iterations} timed + ${opts.warmup} warm-up rounds per handler)`);
     for (let i = 0; i < total; i++) {
       for (const rt of orderFor(i)) {
         checkCanContinue(cd);
         const config = podConfig(`pod-${rt.key}-${i}`, logDir);
-        const t0 = performance.now();
         /** @type {string | undefined} */
         let podId;
+        await prepareSpare(ctx, false, 'criPod');
+        const t0 = performance.now();
         try {
           podId = (await c.call('RuntimeService/RunPodSandbox', { config, runtimeHandler: rt.key })).podSandboxId;
+          if (i >= opts.warmup) results.add('criRunPod', rt.key, performance.now() - t0);
           const id = (await c.call('RuntimeService/CreateContainer', { podSandboxId: podId, config: sleeper('main'), sandboxConfig: config })).containerId;
           await c.call('RuntimeService/StartContainer', { containerId: id });
           await c.call('RuntimeService/StopPodSandbox', { podSandboxId: podId });
@@ -318,7 +708,7 @@ async function benchCri(opts, results) {
       }
     }
 
-    progress(`7/7 CRI container lifecycle in a running pod (${opts.iterations} timed + ${opts.warmup} warm-up rounds per handler)`);
+    step(`CRI container lifecycle in a running pod (${opts.iterations} timed + ${opts.warmup} warm-up rounds per handler)`);
     /** @type {Map<RuntimeKey, { id: string, config: Record<string, unknown> }>} */
     const pods = new Map();
     try {
@@ -335,13 +725,20 @@ async function benchCri(opts, results) {
           checkCanContinue(cd);
           const pod = pods.get(rt.key);
           if (!pod) continue;
+          await prepareSpare(ctx, false, 'criContainer');
           const t0 = performance.now();
           try {
             const id = (await c.call('RuntimeService/CreateContainer', { podSandboxId: pod.id, config: sleeper(`c${i}`), sandboxConfig: pod.config })).containerId;
             await c.call('RuntimeService/StartContainer', { containerId: id });
+            const t1 = performance.now();
             await c.call('RuntimeService/StopContainer', { containerId: id, timeout: 0 });
+            const t2 = performance.now();
             await c.call('RuntimeService/RemoveContainer', { containerId: id });
-            if (i >= opts.warmup) results.add('criContainer', rt.key, performance.now() - t0);
+            if (i >= opts.warmup) {
+              results.add('criContainer', rt.key, performance.now() - t0);
+              results.add('criCtrStart', rt.key, t1 - t0);
+              results.add('criCtrStop', rt.key, t2 - t1);
+            }
           } catch (err) {
             if (i >= opts.warmup) results.fail('criContainer', rt.key, err);
           }
@@ -402,7 +799,7 @@ async function main() {
   /** @type {Options} */
   let opts;
   try {
-    opts = parseArgs(process.argv.slice(2));
+    opts = parseArgs(process.argv.slice(2), path.join(REPO_ROOT, 'bench', 'results.json'));
   } catch (err) {
     if (!(err instanceof UsageError)) throw err;
     process.stderr.write(`${err.message}\n${USAGE}\n`);
@@ -426,66 +823,90 @@ async function main() {
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
 
-  const results = new Results(ROWS);
+  const results = new Results(rowsFor(opts));
   const env = await environment();
   const startedAt = new Date();
-  progress('starting a private containerd');
+  const loadBefore = os.loadavg();
+  progress(`starting a private containerd${opts.quick ? ' (--quick)' : ''}`);
   const cd = await startContainerd(REPO_ROOT);
   /** @type {unknown} */
   let fatal;
+  const phases = 1 + ['direct', 'runrm', 'exec', 'burst', 'io', 'memory', 'memory', 'pods', 'cri', 'cri']
+    .filter((p) => opts.only.includes(p) && !(p === 'io' && opts.noIo) && !(p === 'cri' && opts.noCri)).length;
+  let phase = 0;
+  const step = (/** @type {string} */ text) => progress(`${++phase}/${phases} ${text} [${Math.round((Date.now() - startedAt.getTime()) / 1000)} s]`);
   try {
     const image = await importBenchImage(cd);
     const ctx = { cd, image, opts, results };
     const n = `${opts.iterations} timed + ${opts.warmup} warm-up rounds per runtime`;
-    progress(`1/7 shim start + delete, direct (${n})`);
-    await benchDirect(ctx);
-    progress(`2/7 ctr run --rm (${n})`);
-    await benchRunRm(ctx);
-    progress(`3/7 ctr task exec (${n})`);
-    await benchExec(ctx);
-    progress(`4/7 memory, ${opts.containers} containers per runtime, one shim each`);
-    await benchMemory(ctx, false);
-    progress(`5/7 memory, ${opts.containers} containers per runtime in one group`);
-    await benchMemory(ctx, true);
+    const on = (/** @type {string} */ p) => opts.only.includes(p);
+    /** @type {[string, string, () => Promise<void>][]} */
+    const plan = [
+      ['direct', `shim start (spare ready / none) + delete, direct, node -e 0 floor (${n})`, () => benchDirect(ctx)],
+      ['runrm', `ctr run --rm, spare ready / none (${n})`, () => benchRunRm(ctx)],
+      ['exec', `ctr task exec (${n})`, () => benchExec(ctx)],
+      ['burst', `burst: ${opts.burstRounds} x ${opts.burst} concurrent ctr run -d per runtime`, () => benchBurst(ctx)],
+      ['io', `IO: ${opts.ioMiB} MiB FIFO / ${opts.ioTtyMiB} MiB TTY through stdout, ${opts.ioSamples} samples per runtime and mode`, () => benchIo(ctx)],
+      ['memory', `memory, ${opts.containers} containers per runtime, one shim each`, () => benchMemoryOwn(ctx)],
+      ['memory', `memory, one grouped shim per runtime, 1 then ${opts.grouped} containers`, () => benchMemoryGrouped(ctx)],
+      ['pods', `memory, ${opts.pods} pods x 2 containers per runtime`, () => benchPods(ctx)],
+    ];
+    for (const [name, text, run] of plan) {
+      if (name === 'io' && opts.noIo) continue;
+      if (!on(name)) continue;
+      step(text);
+      await run();
+    }
   } catch (err) {
     fatal = err;
   } finally {
-    progress('tearing down');
+    step('tearing down');
     for (const problem of await cd.stop()) results.note(`teardown: ${problem}`);
   }
-  if (fatal === undefined && !opts.noCri) {
+  if (fatal === undefined && !opts.noCri && opts.only.includes('cri')) {
     try {
       progress('starting a CRI-enabled private containerd');
-      await benchCri(opts, results);
+      await benchCri(opts, results, step);
     } catch (err) {
       fatal = err;
     }
+  }
+
+  const seconds = (Date.now() - startedAt.getTime()) / 1000;
+  const targets = evaluateTargets(TARGETS, (id) => results.medians(id));
+  const { out, json, help, ...parameters } = opts;
+  const meta = {
+    startedAt: startedAt.toISOString(),
+    durationSeconds: Math.round(seconds),
+    parameters,
+    runtimes: RUNTIMES.map(({ key, runtime, binary }) => ({ key, runtime, binary })),
+    environment: { ...env, loadavgBefore: loadBefore, loadavgAfter: os.loadavg(), tshimSpare: spareOff ? 'off (TSHIM_SPARE)' : 'on' },
+    aborted: fatal === undefined ? null : fatal instanceof Error ? fatal.message : String(fatal),
+    targets,
+    ioSamples: ioRaw,
+  };
+  const document = results.toJSON(meta);
+  if (out !== '') {
+    const file = path.resolve(out);
+    fs.writeFileSync(file, `${JSON.stringify(document, null, 2)}\n`);
+    progress(`wrote ${file}`);
   }
   if (fatal !== undefined) {
     process.stderr.write(`benchmark aborted: ${fatal instanceof Error ? fatal.message : String(fatal)}\n`);
     for (const note of results.notes) process.stderr.write(`  ${note}\n`);
     return interrupted ? 130 : 1;
   }
-
-  const seconds = (Date.now() - startedAt.getTime()) / 1000;
-  const meta = {
-    startedAt: startedAt.toISOString(),
-    durationSeconds: Math.round(seconds),
-    iterations: opts.iterations,
-    warmup: opts.warmup,
-    containers: opts.containers,
-    settleMs: opts.settleMs,
-    runtimes: RUNTIMES.map(({ key, runtime, binary }) => ({ key, runtime, binary })),
-    environment: env,
-  };
-  if (opts.json) {
-    process.stdout.write(`${JSON.stringify(results.toJSON(meta), null, 2)}\n`);
+  if (json) {
+    process.stdout.write(`${JSON.stringify(document, null, 2)}\n`);
   } else {
+    const load = (/** @type {number[]} */ l) => l.map((x) => x.toFixed(1)).join(' ');
     process.stdout.write(results.toTable([
       `tshim (${env.tshimRevision}) vs containerd-shim-runc-v2, ${env.containerd}, ${env.runc}`,
-      `N=${opts.iterations} interleaved samples (+${opts.warmup} warm-up), K=${opts.containers} containers; ` +
-        `${env.cpus}, kernel ${env.kernel}, node ${env.node}; ${Math.round(seconds)} s`,
+      `N=${opts.iterations} interleaved samples (+${opts.warmup} warm-up), K=${opts.containers}, G=${opts.grouped}, ` +
+        `burst ${opts.burstRounds}x${opts.burst}, ${opts.pods} pods, IO ${opts.ioSamples}x ${opts.ioMiB} MiB FIFO / ${opts.ioTtyMiB} MiB TTY; ` +
+        `${env.cpus}, kernel ${env.kernel}, node ${env.node}; ${Math.round(seconds)} s; load ${load(loadBefore)} -> ${load(os.loadavg())}`,
     ]));
+    process.stdout.write(['issue #7 targets (medians of this run):', ...targetLines(targets), ''].join('\n'));
   }
   return 0;
 }

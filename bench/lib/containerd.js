@@ -11,6 +11,7 @@ const { randomBytes } = require('node:crypto');
 const fs = require('node:fs');
 const path = require('node:path');
 const { delay, runTimed, runChecked, processesMatching, waitGoneOrKill, mountsUnder } = require('./proc');
+const { retireSpares } = require('./spare');
 
 const CONTAINERD_BIN = '/usr/bin/containerd';
 const CTR_BIN = '/usr/bin/ctr';
@@ -162,10 +163,12 @@ async function startContainerd(repoRoot, opts = {}) {
   }
 
   // Every shim containerd starts gets `-address <our socket>`; the socket lives in our temp dir.
+  // An idle tshim spare (`-spare`) carries it too but serves no container: it is left out here,
+  // since it lives until containerd goes (see spare.js) and would hold every "all shims gone" wait.
   const shimProcesses = () =>
     processesMatching((a) => {
       const at = a.indexOf('-address');
-      return at >= 0 && a[at + 1] === address;
+      return at >= 0 && a[at + 1] === address && !a.includes('-spare');
     });
 
   return {
@@ -219,6 +222,10 @@ async function startContainerd(repoRoot, opts = {}) {
           await exited;
         }
       }
+      // containerd is gone: its idle spare would retire at its next check (every 10 s); SIGTERM
+      // is the same retirement now. It carries our private socket in its argv, hence ours.
+      const killedSpares = await retireSpares(address, 5_000);
+      if (killedSpares > 0) problems.push(`${killedSpares} spare daemon(s) ignored SIGTERM; killed`);
       for (const socket of sockets) {
         if (!fs.existsSync(socket)) continue;
         problems.push(`shim socket ${socket} left behind; removed`);

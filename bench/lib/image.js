@@ -16,7 +16,7 @@ const IMAGE_TAG = 'busybox';
 const IMAGE_REF = `${IMAGE_NAME}:${IMAGE_TAG}`;
 const BUSYBOX = '/bin/busybox';
 /** The only commands the benchmark runs inside containers. */
-const APPLETS = ['sh', 'true', 'sleep'];
+const APPLETS = ['sh', 'true', 'sleep', 'dd', 'cat'];
 
 const OCI_ARCH = /** @type {Record<string, string>} */ ({ x64: 'amd64', arm64: 'arm64', arm: 'arm', ppc64: 'ppc64le', s390x: 's390x', riscv64: 'riscv64' });
 

@@ -14,6 +14,7 @@ const { memoryOf, processesMatching } = require('./proc');
  * @property {number} pid
  * @property {number} rssKiB
  * @property {number | undefined} pssKiB
+ * @property {number | undefined} privateDirtyKiB
  */
 
 /**
@@ -51,7 +52,7 @@ function sampleShimMemory(shimName, address, namespace) {
   const out = [];
   for (const p of processesMatching(shimDaemonMatcher(shimName, address, namespace))) {
     const m = memoryOf(p.pid);
-    if (m) out.push({ pid: p.pid, rssKiB: m.rssKiB, pssKiB: m.pssKiB });
+    if (m) out.push({ pid: p.pid, rssKiB: m.rssKiB, pssKiB: m.pssKiB, privateDirtyKiB: m.privateDirtyKiB });
   }
   return out;
 }

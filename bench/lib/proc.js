@@ -56,6 +56,39 @@ function runTimed(cmd, args, opts = {}) {
 }
 
 /**
+ * Runs a command whose stdout may be huge (the IO rows): stdout goes straight to /dev/null, so
+ * nothing in this process copies it; stderr is kept. stdin is an open pipe, closed once the
+ * child exits (script(1) ends its session on EOF from stdin).
+ * @param {string} cmd
+ * @param {readonly string[]} args
+ * @param {RunOptions} [opts]
+ * @returns {Promise<RunResult>}
+ */
+function runToNull(cmd, args, opts = {}) {
+  return new Promise((resolve, reject) => {
+    const devnull = fs.openSync('/dev/null', 'w');
+    const t0 = process.hrtime.bigint();
+    const child = spawn(cmd, args, { cwd: opts.cwd, env: opts.env ?? process.env, stdio: ['pipe', devnull, 'pipe'] });
+    fs.closeSync(devnull);
+    /** @type {Buffer[]} */ const err = [];
+    child.stderr?.on('data', (b) => err.push(b));
+    child.stdin?.on('error', () => undefined);
+    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 60_000);
+    child.on('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    child.on('exit', () => child.stdin?.end());
+    child.on('close', (code, signal) => {
+      const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+      clearTimeout(timer);
+      const signum = signal ? require('node:os').constants.signals[signal] : 0;
+      resolve({ code: code ?? 128 + signum, stdout: Buffer.alloc(0), stderr: Buffer.concat(err).toString('utf8'), ms });
+    });
+  });
+}
+
+/**
  * Like runTimed but a non-zero exit is an error carrying the output.
  * @param {string} cmd
  * @param {readonly string[]} args
@@ -78,6 +111,19 @@ async function runChecked(cmd, args, opts = {}) {
  */
 
 /**
+ * argv from /proc/PID/cmdline. A process that set its title (a tshim spare daemon once adopted
+ * renames itself `containerd-shim-tshim-v2 -namespace NS -id ID -address ADDR`) shows one
+ * space-separated string padded with NULs: that is split into words.
+ * @param {Buffer} raw
+ * @returns {string[]}
+ */
+function argvOf(raw) {
+  const argv = raw.toString('utf8').split('\0').filter((word) => word !== '');
+  const only = argv[0];
+  return argv.length === 1 && only !== undefined && only.includes(' ') ? only.split(/ +/).filter((w) => w !== '') : argv;
+}
+
+/**
  * Live processes whose argv satisfies `match`; ones that vanish mid-scan are skipped.
  * @param {(argv: string[]) => boolean} match
  * @returns {ProcInfo[]}
@@ -93,8 +139,7 @@ function processesMatching(match) {
     } catch {
       continue;
     }
-    const argv = raw.toString('utf8').split('\0');
-    if (argv[argv.length - 1] === '') argv.pop();
+    const argv = argvOf(raw);
     if (argv.length > 0 && match(argv)) found.push({ pid: Number(entry), argv });
   }
   return found;
@@ -143,7 +188,24 @@ async function waitGoneOrKill(pid, timeoutMs) {
  * @property {number} rssKiB resident set (VmRSS)
  * @property {number | undefined} pssKiB proportional set from smaps_rollup (shared pages split
  *   between the processes mapping them); undefined when the kernel does not offer it
+ * @property {number | undefined} privateDirtyKiB Private_Dirty from smaps_rollup: pages only this
+ *   process has written (heap, stacks, relocated data), what one more process really costs
  */
+
+/**
+ * The fields of /proc/PID/smaps_rollup (or smaps, summed) in KiB, by name.
+ * @param {string} text
+ * @returns {Record<string, number>}
+ */
+function parseSmapsRollup(text) {
+  /** @type {Record<string, number>} */
+  const out = {};
+  for (const m of text.matchAll(/^([A-Za-z_]+):\s+(\d+) kB$/gm)) {
+    const key = /** @type {string} */ (m[1]);
+    out[key] = (out[key] ?? 0) + Number(m[2]);
+  }
+  return out;
+}
 
 /**
  * @param {number} pid
@@ -159,14 +221,45 @@ function memoryOf(pid) {
   const rss = /^VmRSS:\s+(\d+) kB/m.exec(status);
   if (!rss) return undefined;
   let pssKiB;
+  let privateDirtyKiB;
   try {
-    const rollup = fs.readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8');
-    const pss = /^Pss:\s+(\d+) kB/m.exec(rollup);
-    if (pss) pssKiB = Number(pss[1]);
+    const rollup = parseSmapsRollup(fs.readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'));
+    pssKiB = rollup['Pss'];
+    privateDirtyKiB = rollup['Private_Dirty'];
   } catch {
     pssKiB = undefined;
   }
-  return { rssKiB: Number(rss[1]), pssKiB };
+  return { rssKiB: Number(rss[1]), pssKiB, privateDirtyKiB };
+}
+
+/** Linux's USER_HZ, the unit of utime/stime in /proc/PID/stat (100 on every Linux ABI). */
+const CLOCK_TICKS = 100;
+
+/**
+ * User + system CPU seconds from the text of /proc/PID/stat (fields 14 and 15, counted after the
+ * parenthesised command name, which may itself contain spaces and ')').
+ * @param {string} stat
+ * @returns {number}
+ */
+function parseStatCpu(stat) {
+  const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  // rest[0] is field 3 (state), so field N is rest[N - 3].
+  const utime = Number(rest[11]);
+  const stime = Number(rest[12]);
+  if (!Number.isFinite(utime) || !Number.isFinite(stime) || rest.length < 13) throw new Error('not a /proc/PID/stat line');
+  return (utime + stime) / CLOCK_TICKS;
+}
+
+/**
+ * @param {number} pid
+ * @returns {number | undefined} CPU seconds so far, undefined once the process is gone
+ */
+function cpuSecondsOf(pid) {
+  try {
+    return parseStatCpu(fs.readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return undefined;
+  }
 }
 
 /**
@@ -186,4 +279,4 @@ function mountsUnder(dir) {
   return [...new Set(points)].sort((a, b) => b.length - a.length);
 }
 
-module.exports = { delay, runTimed, runChecked, processesMatching, isRunning, waitGoneOrKill, memoryOf, mountsUnder };
+module.exports = { delay, runTimed, runChecked, runToNull, argvOf, parseSmapsRollup, parseStatCpu, cpuSecondsOf, processesMatching, isRunning, waitGoneOrKill, memoryOf, mountsUnder };

@@ -62,6 +62,17 @@ class Results {
     this.row(id).failures[runtime].push(err instanceof Error ? err.message : String(err));
   }
 
+  /**
+   * Medians of a row per runtime (undefined for a side without samples), for the targets.
+   * @param {string} id
+   * @returns {{ unit: string, runc?: number, tshim?: number } | undefined}
+   */
+  medians(id) {
+    const row = this.rows.get(id);
+    if (!row) return undefined;
+    return { unit: row.spec.unit, runc: summarize(row.samples.runc)?.median, tshim: summarize(row.samples.tshim)?.median };
+  }
+
   /** @param {string} text something a reader of the numbers must know (leftovers, odd counts) */
   note(text) {
     this.notes.push(text);

@@ -123,9 +123,11 @@ async function writeBundle(bundle) {
  * @param {string} bundleParent
  * @param {string} id
  * @param {typeof import('../../src/common/ttrpc/client').TtrpcClient} Client
+ * @param {{ beforeDelete?: () => Promise<void> }} [hooks] beforeDelete runs untimed between the
+ *   daemon's exit and `delete` (the bench waits there for a spare `start` launched to finish loading)
  * @returns {Promise<DirectCycle>}
  */
-async function directCycle(shim, bundleParent, id, Client) {
+async function directCycle(shim, bundleParent, id, Client, hooks = {}) {
   const bundle = path.join(bundleParent, id);
   const logFd = await writeBundle(bundle);
   /** @type {string[]} */
@@ -154,6 +156,7 @@ async function directCycle(shim, bundleParent, id, Client) {
     }
     if (!(await waitGoneOrKill(daemonPid, 10_000))) warnings.push(`daemon ${daemonPid} ignored Shutdown for 10 s; killed`);
     daemonPid = 0;
+    if (hooks.beforeDelete) await hooks.beforeDelete();
 
     const del = await runTimed(shim.binary, [...common, '-bundle', bundle, 'delete'], { cwd: bundle, env, timeoutMs: 30_000 });
     // A DeleteResponse always carries exited_at, so an empty stdout is a broken delete too.
