@@ -18,7 +18,7 @@ import {
   DEFAULT_CONTAINERD_CHECK_MS, DEFAULT_SPARE_IDLE_MS, parseAdoptionRequest, readLine, secondsFromEnv,
   type AdoptionReply, type AdoptionRequest,
 } from './spare';
-import { RUNTIME_TYPE, SHIM_NAME } from './version';
+import { RUNTIME_TYPE } from './version';
 
 const SHUTDOWN_GRACE_MS = 5000;
 /** How long a spare waits for the rest of an adoption request once `start` has connected. */
@@ -218,7 +218,10 @@ function takeIdentity(request: AdoptionRequest, platform: Platform): DaemonIdent
   process.chdir(request.bundle);
   platform.redirectStderr?.(path.join(request.bundle, 'log'));
   try {
-    process.title = `${SHIM_NAME} -namespace ${request.namespace} -id ${request.id} -address ${request.address}`;
+    // The argv a launched daemon has: tools that read /proc/PID/cmdline find the same words.
+    const script = process.argv[1];
+    const program = script && script !== process.execPath ? [process.execPath, script] : [process.execPath];
+    process.title = [...program, '-namespace', request.namespace, '-id', request.id, '-address', request.address].join(' ');
   } catch {
     // a title is a courtesy
   }

@@ -13,6 +13,7 @@ import net from 'node:net';
 import type { Writable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import { ShimError, unknown } from '../common/errors';
+import { setPipeSize } from './libc';
 
 /** Where one output stream of a process ends up. */
 export interface Sink {
@@ -65,6 +66,21 @@ export async function endQuietly(stream: Writable): Promise<void> {
 }
 
 /**
+ * A 64 KiB pipe makes a container that writes fast and the shim that copies take turns by the
+ * context switch; a bigger one lets each side move a megabyte per wake-up (pipes between runc and
+ * the shim, and the FIFOs to containerd). Best effort: a lower pipe-max-size keeps the default.
+ */
+export const PIPE_SIZE = 1 << 20;
+
+export function growPipe(fd: number): void {
+  try {
+    setPipeSize(fd, PIPE_SIZE);
+  } catch {
+    // EPERM above pipe-max-size for the unprivileged, EBUSY if it holds more: the default still works
+  }
+}
+
+/**
  * A stdout/stderr FIFO: a non-blocking writer plus an extra reader that is never read from. The
  * extra reader keeps the FIFO open while containerd's reader is away (e.g. during a containerd
  * restart), so our writes never hit EPIPE; they just wait for buffer space.
@@ -74,6 +90,7 @@ export async function openFifoSink(file: string): Promise<Sink> {
   try {
     reader = await openFd(file, fsc.O_RDONLY | fsc.O_NONBLOCK);
     const writer = await openFd(file, fsc.O_WRONLY | fsc.O_NONBLOCK);
+    growPipe(writer);
     const stream = socketForFd(writer, 'write');
     const releaseReader = (): void => {
       if (reader >= 0) closeFd(reader);

@@ -18,6 +18,7 @@ import { startBinaryLogger, type BinaryLogger, type BinaryLoggerTarget } from '.
 import {
   closeFd,
   endQuietly,
+  growPipe,
   openFileSink,
   openOutputSink,
   openStdinFifo,
@@ -202,6 +203,7 @@ function openDevNull(): number {
 function ownPipe(o: ProcessIOOptions, containerEnd: 'read' | 'write'): [read: number, write: number] {
   const [r, w] = pipe2(true);
   try {
+    growPipe(r);
     fs.fchownSync(containerEnd === 'read' ? r : w, o.ioUid, o.ioGid);
   } catch (err) {
     closeFd(r);

@@ -61,6 +61,8 @@ export const WNOHANG = 0x1;
 const F_GETFL = 3;
 const F_SETFL = 4;
 const F_DUPFD_CLOEXEC = 1030;
+const F_SETPIPE_SZ = 1031;
+const F_GETPIPE_SZ = 1032;
 const PR_SET_CHILD_SUBREAPER = 36;
 const PR_GET_CHILD_SUBREAPER = 37;
 const TIOCSWINSZ = 0x5414;
@@ -309,6 +311,23 @@ export function setNonBlocking(fd: number, on: boolean): void {
   if (current < 0) fail('fcntl');
   const next = on ? current | O_NONBLOCK : current & ~O_NONBLOCK;
   if (next !== current && fcntl(fd, F_SETFL, 'int', next) < 0) fail('fcntl');
+}
+
+/**
+ * fcntl(fd, F_SETPIPE_SZ, bytes) for a pipe or FIFO; returns the size the kernel granted (it rounds
+ * up to a power of two of pages and caps unprivileged callers at /proc/sys/fs/pipe-max-size).
+ */
+export function setPipeSize(fd: number, bytes: number): number {
+  const r = libc().fcntl(fd, F_SETPIPE_SZ, 'int', bytes);
+  if (r < 0) fail('fcntl');
+  return r;
+}
+
+/** fcntl(fd, F_GETPIPE_SZ): the capacity of a pipe or FIFO in bytes. */
+export function pipeSize(fd: number): number {
+  const r = libc().fcntl(fd, F_GETPIPE_SZ);
+  if (r < 0) fail('fcntl');
+  return r;
 }
 
 /** fcntl(fd, F_DUPFD_CLOEXEC, 0): a second descriptor for the same open file description. */

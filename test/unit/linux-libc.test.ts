@@ -18,7 +18,9 @@ import {
   mount,
   pageSize,
   pipe2,
+  pipeSize,
   recvFd,
+  setPipeSize,
   setChildSubreaper,
   setNonBlocking,
   setWinsize,
@@ -26,6 +28,7 @@ import {
   waitpidNoHang,
 } from '../../src/linux/libc';
 import { run } from '../../src/linux/spawn';
+import { growPipe, PIPE_SIZE } from '../../src/linux/io-fifo';
 
 /** The `flags:` line of /proc/self/fdinfo/<fd>, in octal like the kernel prints it. */
 function fdFlags(fd: number): number {
@@ -101,6 +104,26 @@ describe('pipe2 / dup / setNonBlocking', () => {
     expect(err.code).toBe('EBADF');
     expect(err.errno).toBe(9);
     expect(err.syscall).toBe('fcntl');
+  });
+});
+
+describe('pipe size', () => {
+  it('grows a pipe to 1 MiB (we are root) and reads the size back', () => {
+    const [r, w] = pipe2(true);
+    try {
+      expect(pipeSize(r)).toBe(65536);
+      growPipe(r);
+      expect(pipeSize(w)).toBe(PIPE_SIZE);
+      expect(setPipeSize(w, 5000)).toBe(pageSize() * 2); // rounded up to a power of two of pages
+    } finally {
+      closeSync(r);
+      closeSync(w);
+    }
+  });
+
+  it('growPipe is best effort on what is not a pipe', () => {
+    expect(() => growPipe(987654)).not.toThrow();
+    expect(thrown(() => setPipeSize(987654, PIPE_SIZE)).code).toBe('EBADF');
   });
 });
 
