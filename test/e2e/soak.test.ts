@@ -89,10 +89,19 @@ describe('soak and storms through one grouped tshim daemon', () => {
       }
     };
     await Promise.all([worker(), worker(), worker()]);
-    const afterCycles = soak.sampleShim(pid);
+    // ctr returns once containerd has its answer; the daemon may still be closing the last
+    // container's FIFOs, so the sample waits (bounded) until it holds no more than before.
+    const settled = async (): Promise<ReturnType<typeof soak.sampleShim>> => {
+      await waitFor(() => {
+        const s = soak.sampleShim(pid);
+        return s.fds <= before.fds && s.children === 1;
+      }, 15_000);
+      return soak.sampleShim(pid);
+    };
+    const afterCycles = await settled();
 
     const storm = await soak.execStorm(ctr, { id: 'soak-anchor', total: STORM, concurrency: STORM_CONCURRENCY, fifoDir });
-    const afterStorm = soak.sampleShim(pid);
+    const afterStorm = await settled();
 
     expect(storm.wrong).toEqual([]);
     expect(storm.checked).toBe(STORM);
