@@ -308,17 +308,17 @@ async function serve(identity: DaemonIdentity, backend: Backend, daemonListener:
 }
 
 async function openListener(flags: ShimFlags): Promise<net.Server> {
+  if (flags.socket) {
+    const p = socketPath(flags.socket);
+    fs.rmSync(p, { force: true });
+    // 0600 whatever the umask: under umask 0 a plain listen made it 0777, open to every local user.
+    return listenPrivately(p);
+  }
   const server = net.createServer({ pauseOnConnect: false });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    if (flags.socket) {
-      const p = socketPath(flags.socket);
-      fs.rmSync(p, { force: true });
-      server.listen(p, () => resolve());
-    } else {
-      // `start` bound and listened already; fd 3 is that socket.
-      server.listen({ fd: 3 }, () => resolve());
-    }
+    // `start` bound and listened already; fd 3 is that socket.
+    server.listen({ fd: 3 }, () => resolve());
   });
   return server;
 }

@@ -5,9 +5,9 @@
  * stdin and must stay fast, and these messages are flat scalars.
  */
 
-import { promises as fsp } from 'fs';
+import { constants as fsConstants, promises as fsp } from 'fs';
 import type * as smolToml from 'smol-toml';
-import { invalidArgument } from './errors';
+import { invalidArgument, ShimError } from './errors';
 import { logger } from './log';
 import { decodeAny, typeNameOf, WireMessage, type AnyMessage } from './wire';
 
@@ -158,19 +158,55 @@ function tomlValue(name: string, raw: unknown, kind: FieldKind): string | number
   throw invalidArgument(`runtime option ${name}: expected ${kind === 'uint32' ? 'a uint32' : `a ${kind}`}`);
 }
 
+/** Far above any real options file; a bigger one is not runtime options. */
+export const MAX_OPTIONS_FILE_BYTES = 1 << 20;
+
+/**
+ * Reads the TOML file a runtimeoptions ConfigPath names. Only a regular file of at most 1 MiB: a
+ * FIFO would block `start` and every Create forever, and a device such as /dev/zero would be read
+ * until memory runs out. O_NONBLOCK makes opening a FIFO return at once, so fstat can refuse it.
+ */
+async function readOptionsFile(configPath: string): Promise<string> {
+  const fail = (why: string): never => {
+    throw invalidArgument(`cannot read runtime options file ${configPath}: ${why}`);
+  };
+  let handle: fsp.FileHandle | undefined;
+  try {
+    handle = await fsp.open(configPath, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK | fsConstants.O_NOCTTY);
+  } catch (err) {
+    fail(err instanceof Error ? err.message : String(err));
+  }
+  const fh = handle as fsp.FileHandle;
+  try {
+    const st = await fh.stat();
+    if (!st.isFile()) fail('not a regular file');
+    if (st.size > MAX_OPTIONS_FILE_BYTES) fail(`larger than ${MAX_OPTIONS_FILE_BYTES} bytes`);
+    // Read one byte past the cap, in case the file grew since fstat.
+    const buf = Buffer.alloc(Math.min(st.size, MAX_OPTIONS_FILE_BYTES) + 1);
+    let filled = 0;
+    for (;;) {
+      const { bytesRead } = await fh.read(buf, filled, buf.length - filled, null);
+      if (bytesRead === 0) break;
+      filled += bytesRead;
+      if (filled === buf.length) {
+        if (filled > MAX_OPTIONS_FILE_BYTES) fail(`larger than ${MAX_OPTIONS_FILE_BYTES} bytes`);
+        break;
+      }
+    }
+    return buf.toString('utf8', 0, filled);
+  } catch (err) {
+    if (err instanceof ShimError) throw err;
+    return fail(err instanceof Error ? err.message : String(err));
+  } finally {
+    await fh.close();
+  }
+}
+
 async function decodeCriRuntimeOptions(value: Buffer): Promise<Partial<RuntimeOptions>> {
   const msg = new WireMessage(value);
   const configPath = msg.string(2);
   if (configPath) {
-    let text: string;
-    try {
-      text = await fsp.readFile(configPath, 'utf8');
-    } catch (err) {
-      throw invalidArgument(
-        `cannot read runtime options file ${configPath}: ${err instanceof Error ? err.message : String(err)}`,
-      );
-    }
-    return parseTomlOptions(text);
+    return parseTomlOptions(await readOptionsFile(configPath));
   }
   const body = msg.bytes(3);
   return body.length > 0 ? parseTomlOptions(body.toString('utf8')) : {};

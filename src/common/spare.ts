@@ -157,7 +157,10 @@ function parseReply(line: string): AdoptionReply | undefined {
 
 /** Checks a request from the wire; throws with what is wrong. */
 export function parseAdoptionRequest(line: string): AdoptionRequest {
-  const raw = JSON.parse(line) as Record<string, unknown>;
+  const parsed = JSON.parse(line) as unknown;
+  // `null`, an array or a scalar is valid JSON but no request: say so rather than fail on a property.
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new Error('adoption request: not a JSON object');
+  const raw = parsed as Record<string, unknown>;
   const str = (key: string, required: boolean): string => {
     const value = raw[key];
     if (typeof value !== 'string' || (required && value === '')) throw new Error(`adoption request: ${key} must be a string${required ? ' (non-empty)' : ''}`);

@@ -1,3 +1,4 @@
+import { execFileSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -5,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Code, ShimError } from '../../src/common/errors';
 import {
   DEFAULT_OPTIONS,
+  MAX_OPTIONS_FILE_BYTES,
   decodeOptions,
   fromOptionsJson,
   parseStartStdin,
@@ -182,6 +184,34 @@ describe('decodeOptions', () => {
     const invalid = packAny('runtimeoptions.v1.Options', { configPath: bad });
     await expect(decodeOptions(invalid)).rejects.toBeInstanceOf(ShimError);
     await expect(decodeOptions(invalid)).rejects.toMatchObject({ code: Code.InvalidArgument });
+  });
+
+  // A ConfigPath naming something other than a small regular file (threat model: a hostile or
+  // mistaken runtime options file). Before the fix a FIFO hung `start` and Create forever and
+  // /dev/zero was read until memory ran out; now each is refused at once with InvalidArgument.
+  it.each([
+    ['a FIFO with no writer', () => {
+      const fifo = path.join(tmp, 'opts.fifo');
+      if (!fs.existsSync(fifo)) execFileSync('mkfifo', [fifo]);
+      return fifo;
+    }, /not a regular file/],
+    ['a character device', () => '/dev/zero', /not a regular file/],
+    ['a directory', () => tmp, /not a regular file/],
+    ['a file over 1 MiB', () => {
+      const big = path.join(tmp, 'big.toml');
+      fs.writeFileSync(big, `# ${'x'.repeat(MAX_OPTIONS_FILE_BYTES)}\nRoot = "/r"\n`);
+      return big;
+    }, /larger than 1048576 bytes/],
+  ])('refuses a config_path that is %s with InvalidArgument', async (_what, make, message) => {
+    const any = packAny('runtimeoptions.v1.Options', { configPath: make() });
+    await expect(decodeOptions(any)).rejects.toMatchObject({ code: Code.InvalidArgument, message: expect.stringMatching(message) });
+  });
+
+  it('reads a config_path file of exactly the cap', async () => {
+    const file = path.join(tmp, 'exact.toml');
+    const body = 'Root = "/r"\n';
+    fs.writeFileSync(file, body + '#'.repeat(MAX_OPTIONS_FILE_BYTES - body.length));
+    expect((await decodeOptions(packAny('runtimeoptions.v1.Options', { configPath: file }))).root).toBe('/r');
   });
 
   it('ignores unknown types and keeps the base', async () => {

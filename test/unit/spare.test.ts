@@ -83,6 +83,12 @@ describe('spare daemons: adoption request', () => {
     for (const [value, message] of bad) expect(() => parseAdoptionRequest(JSON.stringify(value))).toThrow(message);
     expect(() => parseAdoptionRequest('not json')).toThrow();
   });
+
+  // Found by the fuzzer (test/fuzz, target json-inputs): valid JSON that is not an object failed
+  // with a TypeError about reading 'v' of null instead of saying what was wrong.
+  it.each(['null', '[]', '7', '"x"', 'true'])('refuses %s as not a JSON object', (line) => {
+    expect(() => parseAdoptionRequest(line)).toThrow(/^adoption request: not a JSON object$/);
+  });
 });
 
 describe('spare daemons: requestAdoption', () => {
