@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { isatty } from 'node:tty';
 import { parseArgs } from './common/cli';
 import { runCommand } from './common/actions';
+import { isSingleExecutable } from './common/sea';
 
 process.removeAllListeners('warning');
 
@@ -34,7 +35,8 @@ runCommand(command, {
   stdout: process.stdout,
   stderr: process.stderr,
   readStdin,
-  selfCommand: [process.execPath, ...process.execArgv, process.argv[1] ?? __filename],
+  // The single executable is its own program; otherwise node re-runs this script.
+  selfCommand: isSingleExecutable() ? [process.execPath] : [process.execPath, ...process.execArgv, process.argv[1] ?? __filename],
 }).then(
   (code) => {
     // start/delete end here without closing handles: the listening socket handed to the daemon
