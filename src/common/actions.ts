@@ -51,6 +51,7 @@ export async function runCommand(command: Command, io: ActionIO): Promise<number
 async function runStartAction(flags: ShimFlags, io: ActionIO): Promise<number> {
   const { runStart, protocolFromEnv } = await import('./bootstrap');
   try {
+    (await import('./sea')).checkNativeBeside();
     const result = await runStart({
       flags,
       bundle: flags.bundle || process.cwd(),

@@ -57,6 +57,18 @@ export function nativeKoffiPath(execPath: string = process.execPath): string {
 }
 
 /**
+ * Fails `start` early, in one line containerd shows, when the executable was copied without its
+ * koffi.node: otherwise the daemon would die at its first libc call, after `start` succeeded.
+ */
+export function checkNativeBeside(): void {
+  if (!isSingleExecutable()) return;
+  const file = nativeKoffiPath();
+  if (!fs.existsSync(file)) {
+    throw new Error(`${file} does not exist: the single executable needs koffi's native module beside it (README, Single executable)`);
+  }
+}
+
+/**
  * koffi inside the executable: its native module loaded with process.dlopen from beside the
  * executable, checked against the koffi version the code was bundled with (a koffi.node of another
  * version has another ABI). Throws one line naming the file when it is missing or wrong.
