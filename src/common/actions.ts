@@ -4,7 +4,7 @@
  */
 import * as path from 'node:path';
 import type { Command, ShimFlags } from './cli';
-import { USAGE } from './cli';
+import { USAGE, misuseLine } from './cli';
 
 export interface ActionIO {
   stdout: NodeJS.WritableStream;
@@ -22,9 +22,11 @@ export async function runCommand(command: Command, io: ActionIO): Promise<number
       io.stdout.write(versionText());
       return 0;
     }
+    case 'help':
+      io.stdout.write(USAGE);
+      return 0;
     case 'usage':
-      if (command.error) io.stderr.write(`${command.error}\n`);
-      io.stderr.write(USAGE);
+      io.stderr.write(misuseLine(command.error));
       return 2;
     case 'start':
       return runStartAction(command.flags, io);
