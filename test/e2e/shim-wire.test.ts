@@ -176,11 +176,11 @@ describe('command line', () => {
     ['an unknown flag', ['-bogus', 'start']],
     ['an unknown action', ['-namespace', 'x', '-id', 'y', 'frobnicate']],
     ['a flag without its value', ['-namespace']],
-  ])('%s prints usage on stderr and exits 2 with nothing on stdout', async (_what, args) => {
+  ])('%s is one line on stderr pointing at --help, exit 2, nothing on stdout', async (_what, args) => {
     const run = await runShim(args, { cwd, env });
     expect(run.code).toBe(2);
     expect(run.stdout.length).toBe(0);
-    expect(run.stderr).toContain('Usage: containerd-shim-tshim-v2');
+    expect(run.stderr).toMatch(/^containerd-shim-tshim-v2: .+ \(run `containerd-shim-tshim-v2 --help` for usage\)\n$/);
   });
 });
 
