@@ -21,7 +21,7 @@ const CONTAINER_SUITES = [
  * again, with containerd finding the executable first on its PATH, plus what only the executable
  * has (sea.test.ts). globalSetup builds it when dist/ changed.
  */
-const SEA_SUITES = ['test/e2e/run.test.ts', 'test/e2e/tasks.test.ts', 'test/e2e/containerd2.test.ts', 'test/e2e/sea.test.ts'];
+const SEA_SUITES = ['test/e2e/run.test.ts', 'test/e2e/tasks.test.ts', 'test/e2e/containerd2.test.ts', 'test/e2e/demo.test.ts', 'test/e2e/sea.test.ts'];
 
 export default defineConfig({
   test: {
