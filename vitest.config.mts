@@ -1,4 +1,4 @@
-import { defineConfig } from 'vitest/config';
+import { configDefaults, defineConfig } from 'vitest/config';
 
 /**
  * Files that drive containers through containerd with `ctr` or its API. They run twice: once as
@@ -16,6 +16,13 @@ const CONTAINER_SUITES = [
   'test/e2e/output-eof.test.ts',
 ];
 
+/**
+ * The single executable (`npm run package`, out/linux-x64) in place of bin/: the lifecycle suites
+ * again, with containerd finding the executable first on its PATH, plus what only the executable
+ * has (sea.test.ts). globalSetup builds it when dist/ changed.
+ */
+const SEA_SUITES = ['test/e2e/run.test.ts', 'test/e2e/tasks.test.ts', 'test/e2e/containerd2.test.ts', 'test/e2e/demo.test.ts', 'test/e2e/sea.test.ts'];
+
 export default defineConfig({
   test: {
     testTimeout: 60_000,
@@ -25,7 +32,16 @@ export default defineConfig({
     fileParallelism: true,
     reporters: ['default'],
     projects: [
-      { extends: true, test: { name: 'all', include: ['test/**/*.test.ts'] } },
+      { extends: true, test: { name: 'all', include: ['test/**/*.test.ts'], exclude: [...configDefaults.exclude, 'test/e2e/sea.test.ts'] } },
+      {
+        extends: true,
+        test: {
+          name: 'e2e-sea',
+          include: SEA_SUITES,
+          globalSetup: ['test/e2e/fixtures/sea-setup.ts'],
+          env: { TSHIM_E2E_SHIM_DIR: 'out/linux-x64', TSHIM_E2E_RUNTIMES: 'io.containerd.tshim.v2' },
+        },
+      },
       {
         extends: true,
         test: {

@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { isatty } from 'node:tty';
 import { parseArgs } from './common/cli';
 import { runCommand } from './common/actions';
+import { isSingleExecutable } from './common/sea';
 import { currentPlatform } from './platform';
 
 process.removeAllListeners('warning');
@@ -41,7 +42,8 @@ runCommand(command, {
     return process.stderr;
   },
   readStdin,
-  selfCommand: [process.execPath, ...process.execArgv, process.argv[1] ?? __filename],
+  // The single executable is its own program; otherwise node re-runs this script.
+  selfCommand: isSingleExecutable() ? [process.execPath] : [process.execPath, ...process.execArgv, process.argv[1] ?? __filename],
   platform: currentPlatform(),
 }).then(
   (code) => {

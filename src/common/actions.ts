@@ -5,7 +5,7 @@
 import * as path from 'node:path';
 import type { Platform } from './backend';
 import type { Command, ShimFlags } from './cli';
-import { USAGE } from './cli';
+import { USAGE, misuseLine } from './cli';
 
 export interface ActionIO {
   stdout: NodeJS.WritableStream;
@@ -25,9 +25,11 @@ export async function runCommand(command: Command, io: ActionIO): Promise<number
       io.stdout.write(versionText());
       return 0;
     }
+    case 'help':
+      io.stdout.write(USAGE);
+      return 0;
     case 'usage':
-      if (command.error) io.stderr.write(`${command.error}\n`);
-      io.stderr.write(USAGE);
+      io.stderr.write(misuseLine(command.error));
       return 2;
     case 'start':
       return runStartAction(command.flags, io);
@@ -55,6 +57,7 @@ async function runStartAction(flags: ShimFlags, io: ActionIO): Promise<number> {
   const { runStart, protocolFromEnv } = await import('./bootstrap');
   const start = io.platform.transport?.start ?? runStart;
   try {
+    (await import('./sea')).checkNativeBeside();
     const result = await start({
       flags,
       bundle: flags.bundle || process.cwd(),

@@ -50,9 +50,14 @@ export function protocolFromEnv(env: NodeJS.ProcessEnv = process.env): Protocol 
   return env['TSHIM_PROTOCOL'] === 'grpc' ? 'grpc' : 'ttrpc';
 }
 
-/** containerd 1.6 only understands a bare address; the JSON form is for daemons that speak gRPC to shims. */
+/**
+ * containerd 1.6 only understands a bare address; the JSON form is for daemons that speak gRPC to
+ * shims. containerd 2.x dials a gRPC shim by first connecting to the JSON `address` as a plain unix
+ * socket path and then giving grpc-go `unix://` + address (core/runtime/v2/shim.go, grpcDialContext),
+ * so the gRPC address must be the bare path; a ttrpc address keeps `unix://`, which its dialer strips.
+ */
 export function startOutput(address: string, protocol: Protocol): string {
-  return protocol === 'grpc' ? JSON.stringify({ version: 3, address, protocol: 'grpc' }) : address;
+  return protocol === 'grpc' ? JSON.stringify({ version: 3, address: socketPath(address), protocol: 'grpc' }) : address;
 }
 
 export interface StartInputs {

@@ -23,7 +23,8 @@ export type Command =
   | { kind: 'spare'; flags: ShimFlags }
   | { kind: 'version' }
   | { kind: 'info'; flags: ShimFlags }
-  | { kind: 'usage'; error?: string };
+  | { kind: 'help' }
+  | { kind: 'usage'; error: string };
 
 const STRING_FLAGS: Readonly<Record<string, keyof ShimFlags>> = {
   namespace: 'namespace',
@@ -41,14 +42,25 @@ const STRING_FLAGS: Readonly<Record<string, keyof ShimFlags>> = {
  */
 const IGNORED_STRING_FLAGS = new Set(['debug-socket', 'title-room']);
 
+/** Every string flag the parser accepts (for the help test). */
+export const STRING_OPTION_FLAGS: readonly string[] = [...Object.keys(STRING_FLAGS), ...IGNORED_STRING_FLAGS];
+
 const BOOL_FLAGS = new Set(['debug', 'v', 'version', 'info', 'h', 'help']);
 
+export const SHIM_BINARY = 'containerd-shim-tshim-v2';
+
+/** `--help`: on stdout, exit 0. Misuse gets one line on stderr (misuseLine) and exit 2. */
 export const USAGE = `Usage: containerd-shim-tshim-v2 [flags] [start|delete]
 
 containerd runtime v2 shim (runtime type io.containerd.tshim.v2). containerd runs it;
-people rarely do.
+people rarely do. README.md and docs/configuration.md tell how to register it.
 
-Flags:
+Actions:
+  start    start (or reuse) a shim daemon for the task, print its address and exit
+  delete   clean up after a shim that is gone; prints a DeleteResponse (protobuf)
+  (none)   serve the Task API on fd 3 (how 'start' launches the daemon)
+
+Flags (Go flag syntax: -flag value, -flag=value, --flag):
   -namespace string       namespace that owns the shim
   -id string              id of the task
   -address string         grpc address back to main containerd
@@ -56,14 +68,34 @@ Flags:
   -bundle string          path to the bundle if not workdir
   -socket string          socket path to serve
   -debug                  enable debug output in logs
-  -info                   print runtime info (protobuf) and exit
-  -v                      show the shim version and exit
+  -debug-socket string    accepted and ignored (containerd 2.x)
+  -info                   print runtime info (containerd.types.RuntimeInfo, protobuf) and exit
+  -v, -version            show the shim version and exit
+  -h, -help               show this help and exit
+  -spare string           internal: run as an idle spare daemon on this socket
+  -title-room string      internal: room in a spare's argv for its title
 
-Actions:
-  start    start a shim daemon and print its address
-  delete   clean up after a shim that is gone; prints a DeleteResponse
-  (none)   serve the task API (how 'start' launches the daemon)
+Environment:
+  TSHIM_PROTOCOL=grpc             serve gRPC and print a JSON bootstrap for containerd 2.x
+                                  (default: ttrpc and a plain unix:// address, any containerd)
+  TSHIM_SPARE=0                   never start or adopt a spare daemon (default: on; also the
+                                  runtime option NoSpareDaemon = true)
+  TSHIM_SPARE_IDLE_SECONDS=N      an idle spare exits after N seconds (default 600)
+  TSHIM_SPARE_CHECK_SECONDS=N     an idle spare checks every N seconds that containerd is
+                                  still there (default 10)
+  TTRPC_ADDRESS                   set by containerd: its ttrpc socket, where events are sent
+  XDG_RUNTIME_DIR                 where temporary sockets go (default: the system temp dir)
+  GRPC_ADDRESS, NAMESPACE, MAX_SHIM_VERSION, GOMAXPROCS, SCHED_CORE
+                                  set by containerd 1.7/2.x; not needed (flags carry the same)
+
+Files: the bundle's config.json, address and log (a FIFO containerd copies into its own log);
+sockets under /run/containerd/s. Exit status: 0 ok, 1 the action failed, 2 misuse.
 `;
+
+/** The one line misuse gets on stderr. */
+export function misuseLine(error: string): string {
+  return `${SHIM_BINARY}: ${error} (run \`${SHIM_BINARY} --help\` for usage)\n`;
+}
 
 function emptyFlags(): ShimFlags {
   return { namespace: '', id: '', address: '', publishBinary: '', bundle: '', socket: '', spare: '', debug: false };
@@ -74,6 +106,7 @@ export function parseArgs(argv: readonly string[]): Command {
   let action: string | undefined;
   let wantVersion = false;
   let wantInfo = false;
+  let wantHelp = false;
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     if (action !== undefined || !arg.startsWith('-') || arg === '-') {
@@ -96,7 +129,7 @@ export function parseArgs(argv: readonly string[]): Command {
       if (name === 'debug') flags.debug = on;
       else if (name === 'v' || name === 'version') wantVersion = on;
       else if (name === 'info') wantInfo = on;
-      else return { kind: 'usage' };
+      else if (on) wantHelp = true;
       continue;
     }
     const ignored = IGNORED_STRING_FLAGS.has(name);
@@ -109,6 +142,7 @@ export function parseArgs(argv: readonly string[]): Command {
     }
     if (key) (flags[key] as string) = value;
   }
+  if (wantHelp || action === 'help') return { kind: 'help' };
   if (wantVersion) return { kind: 'version' };
   if (wantInfo) return { kind: 'info', flags };
   switch (action) {

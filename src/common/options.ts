@@ -100,7 +100,7 @@ function decodeFields(value: Buffer, table: Record<number, [OptionKey, FieldKind
 }
 
 /** Go field name in CRI/shim TOML → our key and expected kind. */
-const TOML_KEYS: Record<string, [OptionKey, FieldKind]> = {
+export const TOML_KEYS: Readonly<Record<string, [OptionKey, FieldKind]>> = {
   BinaryName: ['binaryName', 'string'],
   Root: ['root', 'string'],
   SystemdCgroup: ['systemdCgroup', 'bool'],

@@ -23,6 +23,7 @@ import {
   type ReflectionObject,
 } from 'protobufjs';
 import { internal, invalidArgument } from './errors';
+import { embeddedText } from './sea';
 
 export interface Timestamp {
   seconds: number;
@@ -227,7 +228,9 @@ function load(): Loaded {
   if (loaded) return loaded;
   let root: Root;
   try {
-    root = fs.existsSync(PROTO_JSON) ? loadJson(PROTO_JSON) : loadProtoFiles(PROTO_DIR);
+    const embedded = embeddedText('proto.json'); // the single executable carries it (sea.ts)
+    if (embedded !== undefined) root = rootFromJson(JSON.parse(embedded) as INamespace);
+    else root = fs.existsSync(PROTO_JSON) ? loadJson(PROTO_JSON) : loadProtoFiles(PROTO_DIR);
   } catch (err) {
     throw internal(`cannot load protobuf definitions: ${errorMessage(err)}`, err);
   }

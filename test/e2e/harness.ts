@@ -58,10 +58,19 @@ export interface ContainerdOptions {
    * made from the daemon's temp dir; runs before the daemon starts, so it may write files there.
    */
   extraConfig?: (dir: string) => string | Promise<string>;
-  /** The directory put first on containerd's PATH for shim lookup; default the repo's bin/. */
+  /**
+   * The directory put first on containerd's PATH for shim lookup; default TSHIM_E2E_SHIM_DIR, else
+   * the repo's bin/ (the `e2e-sea` project points it at the single executable's out/linux-x64).
+   */
   shimDir?: string;
   /** Added to containerd's environment, which its shims inherit (e.g. TSHIM_SPARE=0). */
   env?: NodeJS.ProcessEnv;
+}
+
+/** Where containerd finds containerd-shim-tshim-v2 unless a test names a dir: see shimDir. */
+export function defaultShimDir(): string {
+  const dir = process.env.TSHIM_E2E_SHIM_DIR;
+  return dir ? path.resolve(REPO_ROOT, dir) : path.join(REPO_ROOT, 'bin');
 }
 
 const randomHex = (bytes: number): string => randomBytes(bytes).toString('hex');
@@ -140,7 +149,7 @@ export async function startContainerd(options: ContainerdOptions = {}): Promise<
         ...process.env,
         ...SHIM_ENV,
         ...options.env,
-        PATH: `${options.shimDir ?? path.join(REPO_ROOT, 'bin')}:${process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin'}`,
+        PATH: `${options.shimDir ?? defaultShimDir()}:${process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin'}`,
       },
       stdio: ['ignore', logFd, logFd],
     });
