@@ -4,6 +4,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { USAGE, parseArgs } from '../../src/common/cli';
 import { runCommand } from '../../src/common/actions';
+import { currentPlatform } from '../../src/platform';
 import { STRING_OPTION_FLAGS } from '../../src/common/cli';
 
 const SRC = path.join(__dirname, '..', '..', 'src');
@@ -26,6 +27,7 @@ async function runCaptured(argv: string[]): Promise<{ code: number; stdout: stri
     stderr: sink((s) => (stderr += s)),
     readStdin: () => Promise.resolve(Buffer.alloc(0)),
     selfCommand: ['unused'],
+    platform: currentPlatform(),
   });
   return { code, stdout, stderr };
 }
