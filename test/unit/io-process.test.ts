@@ -150,7 +150,9 @@ describe('createProcessIO: fifo scheme', () => {
   it('survives a reader that goes away early', async () => {
     const out = fifo('gone-stdout');
     const payloadFile = path.join(dir, 'payload');
-    fs.writeFileSync(payloadFile, randomBytes(1024 * 1024));
+    // More than the container pipe and the FIFO hold together (1 MiB each, PIPE_SIZE), so the copy
+    // cannot finish into kernel buffers once nobody reads.
+    fs.writeFileSync(payloadFile, randomBytes(8 * 1024 * 1024));
     const reader = readFifo(out);
     const firstChunk = new Promise<void>((resolve) => reader.socket.once('data', () => resolve()));
     const io = await open('gone', { stdout: out });
