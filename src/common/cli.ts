@@ -83,6 +83,8 @@ Environment:
   TSHIM_SPARE_IDLE_SECONDS=N      an idle spare exits after N seconds (default 600)
   TSHIM_SPARE_CHECK_SECONDS=N     an idle spare checks every N seconds that containerd is
                                   still there (default 10)
+  TSHIM_DAEMON_NODE_FLAGS="…"     node flags for daemons and spares (default
+                                  --max-semi-space-size=1; empty: none)
   TTRPC_ADDRESS                   set by containerd: its ttrpc socket, where events are sent
   XDG_RUNTIME_DIR                 where temporary sockets go (default: the system temp dir)
   GRPC_ADDRESS, NAMESPACE, MAX_SHIM_VERSION, GOMAXPROCS, SCHED_CORE
