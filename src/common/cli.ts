@@ -85,6 +85,8 @@ Environment:
                                   still there (default 10)
   TSHIM_DAEMON_NODE_FLAGS="…"     node flags for daemons and spares (default
                                   --max-semi-space-size=1; empty: none)
+  UV_THREADPOOL_SIZE=N            Windows: libuv threads of the daemon (default 64; blocked
+                                  HCS stdio reads each hold one)
   TTRPC_ADDRESS                   set by containerd: its ttrpc socket, where events are sent
   XDG_RUNTIME_DIR                 where temporary sockets go (default: the system temp dir)
   GRPC_ADDRESS, NAMESPACE, MAX_SHIM_VERSION, GOMAXPROCS, SCHED_CORE
