@@ -6,6 +6,7 @@
  */
 import { Code, ShimError } from './errors';
 import type { AnyMessage } from './proto';
+import type { ContainerStateRecord, IoState, ProcessStateRecord } from './upgrade/state';
 
 export interface ExitStatus {
   /** exit code, or 128+signal when the process was killed */
@@ -75,6 +76,12 @@ export interface PlatformProcess {
   resizePty(width: number, height: number): Promise<void>;
   closeStdin(): Promise<void>;
   delete(): Promise<void>;
+  /** upgrade: stop relaying IO, write out what was read */
+  suspendIo?(): Promise<void>;
+  /** upgrade abandoned */
+  resumeIo?(): void;
+  /** upgrade: the IO descriptors and their roles */
+  handoverIo?(): IoState;
 }
 
 export interface PlatformContainer {
@@ -94,6 +101,10 @@ export interface PlatformContainer {
    * when the pid namespace is shared, deliver a last OOM notification.
    */
   afterInitExit(): Promise<void>;
+  /** upgrade: whether we mounted the rootfs (and must unmount it at delete) */
+  readonly mountedRootfs?: boolean;
+  /** upgrade: an exec rebuilt from its hand-over record */
+  restoreExec?(record: ProcessStateRecord): PlatformProcess;
 }
 
 export interface CleanupRequest {
@@ -115,6 +126,14 @@ export interface Backend {
   runtimeFeatures(options: AnyMessage | undefined): Promise<AnyMessage | undefined>;
   /** Daemon is shutting down for good. */
   close(): Promise<void>;
+  /** upgrade: stop collecting exits (they stay zombies for the next image); resumeExits undoes it */
+  suspendExits?(): void;
+  resumeExits?(): void;
+  /** upgrade: what the reaper knows beyond the processes: exits reaped without a watcher */
+  handoverReaper?(): { watchedPids: number[]; strays: Array<{ pid: number; status: number; at: number }> };
+  /** upgrade, new image: the reaper's kept exits, then each container */
+  restoreReaper?(strays: Array<{ pid: number; status: number; at: number }>): void;
+  restoreContainer?(record: ContainerStateRecord, hooks: ContainerHooks): Promise<PlatformContainer>;
 }
 
 export interface BackendContext {

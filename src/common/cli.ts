@@ -23,6 +23,10 @@ export type Command =
   | { kind: 'spare'; flags: ShimFlags }
   | { kind: 'version' }
   | { kind: 'info'; flags: ShimFlags }
+  /** tshim's own: hand running daemons over to the binary now installed (README, Upgrading) */
+  | { kind: 'upgrade'; flags: ShimFlags; socketDir: string }
+  /** run by a daemon being upgraded, with the new build: can it take over this state? */
+  | { kind: 'upgrade-check'; file: string }
   | { kind: 'usage'; error?: string };
 
 const STRING_FLAGS: Readonly<Record<string, keyof ShimFlags>> = {
@@ -40,6 +44,8 @@ const STRING_FLAGS: Readonly<Record<string, keyof ShimFlags>> = {
  * spare's argv long enough for the title it takes on adoption.
  */
 const IGNORED_STRING_FLAGS = new Set(['debug-socket', 'title-room']);
+/** tshim's own flags of the upgrade actions, kept out of ShimFlags */
+const UPGRADE_STRING_FLAGS = new Set(['socket-dir', 'upgrade-check']);
 
 const BOOL_FLAGS = new Set(['debug', 'v', 'version', 'info', 'h', 'help']);
 
@@ -58,11 +64,15 @@ Flags:
   -debug                  enable debug output in logs
   -info                   print runtime info (protobuf) and exit
   -v                      show the shim version and exit
+  -socket-dir string      upgrade: where shim sockets are (default /run/containerd/s)
+
 
 Actions:
   start    start a shim daemon and print its address
   delete   clean up after a shim that is gone; prints a DeleteResponse
   (none)   serve the task API (how 'start' launches the daemon)
+  upgrade  hand every running tshim daemon of -address (or the one at -socket) over, in place,
+           to the binary now installed; prints one line per daemon
 `;
 
 function emptyFlags(): ShimFlags {
@@ -74,6 +84,7 @@ export function parseArgs(argv: readonly string[]): Command {
   let action: string | undefined;
   let wantVersion = false;
   let wantInfo = false;
+  const upgradeFlags = new Map<string, string>();
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     if (action !== undefined || !arg.startsWith('-') || arg === '-') {
@@ -99,7 +110,7 @@ export function parseArgs(argv: readonly string[]): Command {
       else return { kind: 'usage' };
       continue;
     }
-    const ignored = IGNORED_STRING_FLAGS.has(name);
+    const ignored = IGNORED_STRING_FLAGS.has(name) || UPGRADE_STRING_FLAGS.has(name);
     const key = STRING_FLAGS[name];
     if (!key && !ignored) return { kind: 'usage', error: `flag provided but not defined: -${name}` };
     let value = inline;
@@ -108,7 +119,10 @@ export function parseArgs(argv: readonly string[]): Command {
       value = argv[++i]!;
     }
     if (key) (flags[key] as string) = value;
+    if (UPGRADE_STRING_FLAGS.has(name)) upgradeFlags.set(name, value);
   }
+  const checkFile = upgradeFlags.get('upgrade-check');
+  if (checkFile !== undefined) return { kind: 'upgrade-check', file: checkFile };
   if (wantVersion) return { kind: 'version' };
   if (wantInfo) return { kind: 'info', flags };
   switch (action) {
@@ -118,6 +132,8 @@ export function parseArgs(argv: readonly string[]): Command {
       return { kind: 'start', flags };
     case 'delete':
       return { kind: 'delete', flags };
+    case 'upgrade':
+      return { kind: 'upgrade', flags, socketDir: upgradeFlags.get('socket-dir') ?? '' };
     default:
       return { kind: 'usage', error: `unknown action "${action}"` };
   }

@@ -18,7 +18,11 @@ import {
   DEFAULT_CONTAINERD_CHECK_MS, DEFAULT_SPARE_IDLE_MS, parseAdoptionRequest, readLine, secondsFromEnv,
   type AdoptionReply, type AdoptionRequest,
 } from './spare';
-import { RUNTIME_TYPE, SHIM_NAME } from './version';
+import { RUNTIME_TYPE, SHIM_NAME, shimVersion } from './version';
+import {
+  CONTROL_SERVICE, controlHandlers, isHoldingConnections, RESUMED_UPGRADE_METADATA, STATE_ENV, type HandoverHost,
+} from './upgrade/handover';
+import { decodeState, type HandoverState } from './upgrade/state';
 
 const SHUTDOWN_GRACE_MS = 5000;
 /** How long a spare waits for the rest of an adoption request once `start` has connected. */
@@ -68,6 +72,12 @@ export async function runDaemon(flags: ShimFlags): Promise<void> {
     protocol: protocolFromEnv(),
   };
   const log = new DaemonLog(identity);
+  const stateFile = process.env[STATE_ENV];
+  if (stateFile) {
+    delete process.env[STATE_ENV];
+    await runRestoredDaemon(log, stateFile);
+    return;
+  }
   // containerd's first Create waits for everything before the transport is attached; winston is
   // not needed to serve it, so at info level it loads right after, overlapping runc's own work.
   if (flags.debug) log.ensure();
@@ -82,6 +92,35 @@ export async function runDaemon(flags: ShimFlags): Promise<void> {
     throw err;
   }
   announce(log, identity);
+}
+
+/**
+ * The new image of an upgraded daemon (upgrade/handover.ts): same pid, same descriptors; the state
+ * file says what they are. Nothing may be half-done here: the old image is gone.
+ */
+async function runRestoredDaemon(log: DaemonLog, stateFile: string): Promise<void> {
+  let state: HandoverState;
+  try {
+    state = decodeState(fs.readFileSync(stateFile, 'utf8'));
+  } finally {
+    fs.rmSync(stateFile, { force: true });
+  }
+  // Inherited without close-on-exec; runc and loggers must not inherit them in turn.
+  const { setCloseOnExec } = await import('../linux/libc');
+  for (const fd of state.fds) setCloseOnExec(fd, true);
+  const identity: DaemonIdentity = { ...state.identity };
+  log.adopt(identity);
+  log.ensure();
+  guardProcess(log.ensure);
+  const backend = await loadBackend({ namespace: identity.namespace, debug: identity.debug });
+  backend.restoreReaper?.(state.strays);
+  const listener = net.createServer({ pauseOnConnect: false });
+  await new Promise<void>((resolve, reject) => {
+    listener.once('error', reject);
+    listener.listen({ fd: state.listenerFd }, () => resolve());
+  });
+  await serve(identity, backend, listener, state.ownSocket, state);
+  logger.info('upgraded in place', { pid: process.pid, from: state.fromVersion, containers: state.containers.length });
 }
 
 async function failedToStart(log: DaemonLog, err: unknown): Promise<void> {
@@ -227,7 +266,13 @@ function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
-async function serve(identity: DaemonIdentity, backend: Backend, listener: net.Server, ownSocket: string | undefined): Promise<void> {
+async function serve(
+  identity: DaemonIdentity,
+  backend: Backend,
+  listener: net.Server,
+  ownSocket: string | undefined,
+  restored?: HandoverState,
+): Promise<void> {
   const publisher = new Publisher({
     namespace: identity.namespace,
     ttrpcAddress: identity.ttrpcAddress,
@@ -242,6 +287,10 @@ async function serve(identity: DaemonIdentity, backend: Backend, listener: net.S
       setImmediate(() => void (stopping ??= stop()));
     },
   });
+  if (restored) {
+    await service.restoreContainers(restored.containers);
+    publisher.restore(restored.events);
+  }
   const handlers = taskHandlers(service);
   let closeTransport: () => Promise<void>;
   if (identity.protocol === 'grpc') {
@@ -253,7 +302,26 @@ async function serve(identity: DaemonIdentity, backend: Backend, listener: net.S
     const ttrpc = new TtrpcServer({ onError: (err) => logger.warn('ttrpc connection error', { error: err }) });
     ttrpc.register(TASK_SERVICE_V2, handlers);
     ttrpc.register(TASK_SERVICE_V3, handlers);
+    const host: HandoverHost = {
+      identity: { ...identity, protocol: 'ttrpc' },
+      listener,
+      ownSocket,
+      ttrpc,
+      service,
+      backend,
+      publisher,
+      launcher: launcherPath(),
+    };
+    ttrpc.register(CONTROL_SERVICE, controlHandlers(host));
+    if (restored) resumeConnections(ttrpc, host, restored);
     ttrpc.attach(listener);
+    // During a hand-over a new connection is served but not read: the new image reads it.
+    listener.prependListener('connection', () => {
+      if (!isHoldingConnections()) return;
+      setImmediate(() => {
+        for (const c of ttrpc.liveConnections) c.pauseReading();
+      });
+    });
     closeTransport = () => ttrpc.shutdown(SHUTDOWN_GRACE_MS);
   }
   listener.on('error', (err) => logger.error('listener error', { error: err }));
@@ -275,6 +343,37 @@ async function serve(identity: DaemonIdentity, backend: Backend, listener: net.S
       stopping ??= stop();
     });
   }
+}
+
+/** The launcher file this daemon runs from (what `start` spawned, or containerd for a spare). */
+function launcherPath(): string {
+  return path.resolve(process.argv[1] ?? '');
+}
+
+/** New image: the old image's connections where they stood, and the calls it left unanswered. */
+function resumeConnections(ttrpc: TtrpcServer, host: HandoverHost, state: HandoverState): void {
+  const pauseMicros = Number((process.hrtime.bigint() - BigInt(state.pausedAtNs)) / 1000n);
+  host.resumed = {
+    upgraded: true,
+    pid: process.pid,
+    oldVersion: state.fromVersion,
+    newVersion: shimVersion(),
+    message: '',
+    pauseMicros,
+    stateVersion: state.version,
+    containers: state.containers.length,
+    fds: state.fds.length,
+  };
+  for (const c of state.connections) {
+    const socket = new net.Socket({ fd: c.fd, readable: true, writable: true });
+    const conn = ttrpc.resumeConnection(socket, { lastStreamId: c.lastStreamId, buffered: Buffer.from(c.buffered, 'base64') });
+    if (!conn) continue;
+    for (const p of c.pending) {
+      const resumedUpgrade = p.service === CONTROL_SERVICE && p.method === 'Upgrade';
+      conn.resumeCall(p, resumedUpgrade ? [[RESUMED_UPGRADE_METADATA, '1']] : []);
+    }
+  }
+  logger.info('hand-over done', { pauseMicros, connections: state.connections.length, containers: state.containers.length });
 }
 
 async function openListener(flags: ShimFlags): Promise<net.Server> {
