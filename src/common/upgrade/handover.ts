@@ -9,8 +9,10 @@
  *     stays a zombie: we remain the parent and subreaper, so the new image reaps it);
  *  3. stops delivering events (the undelivered ones are part of the state) and relaying IO (what
  *     was read is written out; what was not stays in the kernel's pipe/FIFO/pty buffers);
- *  4. writes the versioned state to a root-only file and runs `<launcher> -upgrade-check <file>`:
- *     the new build must read the state and answer OK, or nothing happens;
+ *  0. (before 1, so that the new build's start-up is not part of the pause) writes a preview of the
+ *     state, same version and shape, to a root-only file and runs `<launcher> -upgrade-check
+ *     <file>`: the new build must read it and answer OK, or nothing happens;
+ *  4. writes the versioned state to a root-only file;
  *  5. clears FD_CLOEXEC on exactly the descriptors listed in the state and execve()s the launcher
  *     with the daemon's own flags and TSHIM_UPGRADE_STATE=<file>.
  * Any failure before execve undoes 1-5 and the old image answers Upgrade with upgraded=false.
@@ -130,6 +132,23 @@ async function handOver(host: HandoverHost, launcher: string, quiesceMs: number)
   if (!backend.suspendExits || !backend.resumeExits || !backend.handoverReaper || !backend.restoreContainer) {
     return failedResult('this platform cannot hand its containers over');
   }
+  // The new build reads a preview of the state (same version and shape, taken without pausing)
+  // before anything stops: its start-up is not part of the pause.
+  const dir = stateDir();
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  fs.chmodSync(dir, 0o700);
+  const preview = path.join(dir, `${process.pid}-${Date.now()}-preview.json`);
+  let check: { ok: boolean; message: string };
+  try {
+    fs.writeFileSync(preview, encodeState(collectState(host, Date.now(), process.hrtime.bigint())), { mode: 0o600 });
+    check = await runCheck(launcher, preview);
+  } catch (err) {
+    check = { ok: false, message: err instanceof Error ? err.message : String(err) };
+  } finally {
+    fs.rmSync(preview, { force: true });
+  }
+  if (!check.ok) return failedResult(`the new shim refused the hand-over: ${check.message}`);
+
   const pausedAtNs = process.hrtime.bigint();
   const pausedAt = Date.now();
   const deadline = pausedAt + quiesceMs;
@@ -175,17 +194,13 @@ async function handOver(host: HandoverHost, launcher: string, quiesceMs: number)
     await withDeadline(service.suspendIo(), deadline, 'container output to be written out');
     await until(deadline, 'replies to be sent', () => ttrpc.liveConnections.every((c) => c.flushed));
 
-    // 4. the state, checked by the new build
+    // 4. the state (checked against this build's own reader; the new build read its preview)
     const state = collectState(host, pausedAt, pausedAtNs);
-    const dir = stateDir();
-    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-    fs.chmodSync(dir, 0o700);
     stateFile = path.join(dir, `${process.pid}-${Date.now()}.json`);
     fs.writeFileSync(stateFile, encodeState(state), { mode: 0o600 });
     const file = stateFile;
     undo.push(() => fs.rmSync(file, { force: true }));
-    const check = await runCheck(launcher, stateFile);
-    if (!check.ok) throw new Error(`the new shim refused the hand-over: ${check.message}`);
+    if (!fs.existsSync(launcher)) throw new Error(`${launcher} is gone`);
 
     // 5. hand over
     const { execve, setCloseOnExec } = await import('../../linux/libc');
