@@ -149,6 +149,9 @@ export class Container {
 
   /** Upgrade: the container as its hand-over record (its IO suspended already). */
   handover(namespace: string): ContainerStateRecord {
+    if (this.init.stateName === 'createdCheckpoint') {
+      throw new Error(`container ${this.id} waits to be restored from a checkpoint; start it first`);
+    }
     const record = (p: ManagedProcess): ProcessStateRecord => {
       const r: ProcessStateRecord = {
         execId: p.execId,

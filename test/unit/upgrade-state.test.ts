@@ -84,3 +84,21 @@ describe('hand-over state', () => {
     expect(() => decodeState(encodeState(s))).toThrow(message);
   });
 });
+
+describe('ttrpc frame decoder hand-over', () => {
+  it('gives back a half-read frame byte for byte, so a new decoder continues where it stopped', async () => {
+    const { FrameDecoder, encodeFrame } = await import('../../src/common/ttrpc/frame');
+    const frame = encodeFrame(5, 1, 0, Buffer.from('payload-bytes'));
+    for (const cut of [0, 3, 10, 12, frame.length - 1]) {
+      const old = new FrameDecoder();
+      expect(old.push(frame.subarray(0, cut))).toEqual([]);
+      const rest = old.unconsumed();
+      expect(rest).toEqual(frame.subarray(0, cut));
+      const next = new FrameDecoder();
+      next.push(rest);
+      const items = next.push(frame.subarray(cut));
+      expect(items).toHaveLength(1);
+      expect(items[0]).toMatchObject({ kind: 'frame', frame: { streamId: 5, payload: Buffer.from('payload-bytes') } });
+    }
+  });
+});
