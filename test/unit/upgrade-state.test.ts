@@ -102,3 +102,21 @@ describe('ttrpc frame decoder hand-over', () => {
     }
   });
 });
+
+describe('upgrade command line', () => {
+  it('parses the upgrade action and the check run by a daemon being upgraded', async () => {
+    const { parseArgs } = await import('../../src/common/cli');
+    expect(parseArgs(['-address', '/run/c.sock', 'upgrade'])).toMatchObject({ kind: 'upgrade', flags: { address: '/run/c.sock' }, socketDir: '' });
+    expect(parseArgs(['-socket', '/run/containerd/s/x', '-socket-dir', '/d', 'upgrade'])).toMatchObject({
+      kind: 'upgrade', flags: { socket: '/run/containerd/s/x' }, socketDir: '/d',
+    });
+    expect(parseArgs(['-upgrade-check', '/run/tshim/upgrade/1.json'])).toEqual({ kind: 'upgrade-check', file: '/run/tshim/upgrade/1.json' });
+    // the daemon flags a hand-over execs with are an ordinary daemon's
+    const { daemonArgs } = await import('../../src/common/upgrade/handover');
+    const args = daemonArgs({ namespace: 'n', id: 'i', address: '/a', publishBinary: '/p', debug: true, bundle: '/b', ttrpcAddress: undefined, protocol: 'ttrpc' });
+    expect(parseArgs(args)).toEqual({
+      kind: 'serve',
+      flags: { namespace: 'n', id: 'i', address: '/a', publishBinary: '/p', bundle: '', socket: '', spare: '', debug: true },
+    });
+  });
+});
