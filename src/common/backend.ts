@@ -168,3 +168,20 @@ export async function loadBackend(context: BackendContext): Promise<Backend> {
   const { createLinuxBackend } = await import('../linux/backend');
   return createLinuxBackend(context);
 }
+
+/** What an in-place upgrade needs from the platform beyond the backend (upgrade/handover.ts). */
+export interface HandoverPlatform {
+  setCloseOnExec(fd: number, on: boolean): void;
+  execve(file: string, argv: readonly string[], env: NodeJS.ProcessEnv): never;
+  /** Loads the code a restored daemon runs, so a build that cannot load it fails its check. */
+  warmUp(): Promise<void>;
+}
+
+export async function loadHandoverPlatform(): Promise<HandoverPlatform> {
+  if (process.platform !== 'linux') {
+    throw new ShimError(Code.Unimplemented, `no tshim backend for platform ${process.platform} in this build`);
+  }
+  const { setCloseOnExec, execve } = await import('../linux/libc');
+  const { warmUp } = await import('../linux/backend');
+  return { setCloseOnExec, execve, warmUp };
+}

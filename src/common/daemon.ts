@@ -5,7 +5,7 @@
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
-import { loadBackend, loadPlatformDaemon, type Backend, type PlatformDaemon } from './backend';
+import { loadBackend, loadHandoverPlatform, loadPlatformDaemon, type Backend, type PlatformDaemon } from './backend';
 import { listenPrivately, protocolFromEnv, socketPath, type Protocol } from './bootstrap';
 import type { ShimFlags } from './cli';
 import { Publisher } from './events';
@@ -106,7 +106,7 @@ async function runRestoredDaemon(log: DaemonLog, stateFile: string): Promise<voi
     fs.rmSync(stateFile, { force: true });
   }
   // Inherited without close-on-exec; runc and loggers must not inherit them in turn.
-  const { setCloseOnExec } = await import('../linux/libc');
+  const { setCloseOnExec } = await loadHandoverPlatform();
   for (const fd of state.fds) setCloseOnExec(fd, true);
   const identity: DaemonIdentity = { ...state.identity };
   log.adopt(identity);

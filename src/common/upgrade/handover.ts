@@ -25,7 +25,7 @@ import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import type * as net from 'node:net';
 import * as path from 'node:path';
-import type { Backend } from '../backend';
+import { loadHandoverPlatform, type Backend } from '../backend';
 import type { Publisher } from '../events';
 import { failedPrecondition, unavailable } from '../errors';
 import { logger } from '../log';
@@ -203,7 +203,7 @@ async function handOver(host: HandoverHost, launcher: string, quiesceMs: number)
     if (!fs.existsSync(launcher)) throw new Error(`${launcher} is gone`);
 
     // 5. hand over
-    const { execve, setCloseOnExec } = await import('../../linux/libc');
+    const { execve, setCloseOnExec } = await loadHandoverPlatform();
     for (const fd of state.fds) setCloseOnExec(fd, false);
     undo.push(() => {
       for (const fd of state.fds) setCloseOnExec(fd, true);
@@ -332,10 +332,7 @@ export async function runUpgradeCheck(file: string): Promise<{ ok: boolean; text
     // the code the new image needs to carry on, loaded now so a broken build fails here
     codec('tshim.v1.UpgradeResponse');
     codec('containerd.task.v2.WaitRequest');
-    if (process.platform === 'linux') {
-      await import('../../linux/container');
-      (await import('../../linux/libc')).loadLibc();
-    }
+    await (await loadHandoverPlatform()).warmUp();
     return { ok: true, text: `OK ${shimVersion()} state-version=${state.version} containers=${state.containers.length}\n` };
   } catch (err) {
     return { ok: false, text: `upgrade check failed: ${err instanceof Error ? err.message : String(err)}\n` };
