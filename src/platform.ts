@@ -3,7 +3,7 @@
  * entry point passes this object in. Each backend is imported only when a command needs it, so
  * `start` and `-v` load neither.
  */
-import type { Backend, BackendContext, Platform } from './common/backend';
+import type { Backend, BackendContext, HandoverPlatform, Platform } from './common/backend';
 import { Code, ShimError } from './common/errors';
 
 export function currentPlatform(os: NodeJS.Platform = process.platform): Platform {
@@ -30,6 +30,11 @@ export function currentPlatform(os: NodeJS.Platform = process.platform): Platfor
       },
       redirectStderr(fifoPath: string): void {
         (require('./linux/backend') as typeof import('./linux/backend')).redirectStderr(fifoPath);
+      },
+      async handover(): Promise<HandoverPlatform> {
+        const { setCloseOnExec, execve } = await import('./linux/libc');
+        const { warmUp } = await import('./linux/backend');
+        return { setCloseOnExec, execve, warmUp };
       },
     };
   }

@@ -40,6 +40,16 @@ export async function runCommand(command: Command, io: ActionIO): Promise<number
       io.stdout.write(await runtimeInfo(await io.readStdin(), io.platform));
       return 0;
     }
+    case 'upgrade': {
+      const { runUpgradeCommand } = await import('./upgrade/command');
+      return runUpgradeCommand(command.flags, command.socketDir, io.stdout, io.stderr);
+    }
+    case 'upgrade-check': {
+      const { runUpgradeCheck } = await import('./upgrade/handover');
+      const result = await runUpgradeCheck(command.file, io.platform);
+      (result.ok ? io.stdout : io.stderr).write(result.text);
+      return result.ok ? 0 : 1;
+    }
     case 'serve': {
       const { runDaemon } = await import('./daemon');
       await runDaemon(command.flags, io.platform);

@@ -9,6 +9,7 @@ import type { Server } from 'node:net';
 import type { StartInputs, StartResult } from './bootstrap';
 import type { ShimFlags } from './cli';
 import type { AnyMessage } from './proto';
+import type { ContainerStateRecord, IoState, ProcessStateRecord } from './upgrade/state';
 
 export interface ExitStatus {
   /** exit code, or 128+signal when the process was killed */
@@ -78,6 +79,12 @@ export interface PlatformProcess {
   resizePty(width: number, height: number): Promise<void>;
   closeStdin(): Promise<void>;
   delete(): Promise<void>;
+  /** upgrade: stop relaying IO, write out what was read */
+  suspendIo?(): Promise<void>;
+  /** upgrade abandoned */
+  resumeIo?(): void;
+  /** upgrade: the IO descriptors and their roles */
+  handoverIo?(): IoState;
 }
 
 export interface PlatformContainer {
@@ -103,6 +110,10 @@ export interface PlatformContainer {
    * when the pid namespace is shared, deliver a last OOM notification.
    */
   afterInitExit(): Promise<void>;
+  /** upgrade: whether we mounted the rootfs (and must unmount it at delete) */
+  readonly mountedRootfs?: boolean;
+  /** upgrade: an exec rebuilt from its hand-over record */
+  restoreExec?(record: ProcessStateRecord): PlatformProcess;
 }
 
 export interface CleanupRequest {
@@ -126,6 +137,14 @@ export interface Backend {
   runtimeFeatures(options: AnyMessage | undefined): Promise<AnyMessage | undefined>;
   /** Daemon is shutting down for good. */
   close(): Promise<void>;
+  /** upgrade: stop collecting exits (they stay zombies for the next image); resumeExits undoes it */
+  suspendExits?(): void;
+  resumeExits?(): void;
+  /** upgrade: what the reaper knows beyond the processes: exits reaped without a watcher */
+  handoverReaper?(): { watchedPids: number[]; strays: Array<{ pid: number; status: number; at: number }> };
+  /** upgrade, new image: the reaper's kept exits, then each container */
+  restoreReaper?(strays: Array<{ pid: number; status: number; at: number }>): void;
+  restoreContainer?(record: ContainerStateRecord, hooks: ContainerHooks): Promise<PlatformContainer>;
 }
 
 export interface BackendContext {
@@ -140,6 +159,8 @@ export interface Platform {
   warmUp?(): Promise<void>;
   /** Sends the process's own stderr to containerd's log FIFO of the bundle an adopted spare serves. */
   redirectStderr?(fifoPath: string): void;
+  /** What an in-place upgrade needs (upgrade/handover.ts); absent where it is not supported. */
+  handover?(): Promise<HandoverPlatform>;
   /**
    * How this platform's containerd expects the CLI contract and the daemon's transport, when it is
    * not the unix-socket one of bootstrap.ts (Windows: named pipes, stdout close as readiness).
@@ -157,3 +178,12 @@ export interface PlatformTransport {
   /** the daemon serves: tell `start` (Windows: close stdout); std handles are unused after this */
   ready(): void;
 }
+
+/** What an in-place upgrade needs from the platform beyond the backend (upgrade/handover.ts). */
+export interface HandoverPlatform {
+  setCloseOnExec(fd: number, on: boolean): void;
+  execve(file: string, argv: readonly string[], env: NodeJS.ProcessEnv): never;
+  /** Loads the code a restored daemon runs, so a build that cannot load it fails its check. */
+  warmUp(): Promise<void>;
+}
+

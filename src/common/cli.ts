@@ -24,6 +24,10 @@ export type Command =
   | { kind: 'version' }
   | { kind: 'info'; flags: ShimFlags }
   | { kind: 'help' }
+  /** tshim's own: hand running daemons over to the binary now installed (README, Upgrading) */
+  | { kind: 'upgrade'; flags: ShimFlags; socketDir: string }
+  /** run by a daemon being upgraded, with the new build: can it take over this state? */
+  | { kind: 'upgrade-check'; file: string }
   | { kind: 'usage'; error: string };
 
 const STRING_FLAGS: Readonly<Record<string, keyof ShimFlags>> = {
@@ -41,16 +45,22 @@ const STRING_FLAGS: Readonly<Record<string, keyof ShimFlags>> = {
  * spare's argv long enough for the title it takes on adoption.
  */
 const IGNORED_STRING_FLAGS = new Set(['debug-socket', 'title-room']);
+/** tshim's own flags of the upgrade actions, kept out of ShimFlags */
+const UPGRADE_STRING_FLAGS = new Set(['socket-dir', 'upgrade-check']);
 
 /** Every string flag the parser accepts (for the help test). */
-export const STRING_OPTION_FLAGS: readonly string[] = [...Object.keys(STRING_FLAGS), ...IGNORED_STRING_FLAGS];
+export const STRING_OPTION_FLAGS: readonly string[] = [
+  ...Object.keys(STRING_FLAGS),
+  ...IGNORED_STRING_FLAGS,
+  ...UPGRADE_STRING_FLAGS,
+];
 
 const BOOL_FLAGS = new Set(['debug', 'v', 'version', 'info', 'h', 'help']);
 
 export const SHIM_BINARY = 'containerd-shim-tshim-v2';
 
 /** `--help`: on stdout, exit 0. Misuse gets one line on stderr (misuseLine) and exit 2. */
-export const USAGE = `Usage: containerd-shim-tshim-v2 [flags] [start|delete]
+export const USAGE = `Usage: containerd-shim-tshim-v2 [flags] [start|delete|upgrade]
 
 containerd runtime v2 shim (runtime type io.containerd.tshim.v2). containerd runs it;
 people rarely do. README.md and docs/configuration.md tell how to register it.
@@ -59,6 +69,8 @@ Actions:
   start    start (or reuse) a shim daemon for the task, print its address and exit
   delete   clean up after a shim that is gone; prints a DeleteResponse (protobuf)
   (none)   serve the Task API on fd 3 (how 'start' launches the daemon)
+  upgrade  hand every running tshim daemon of -address (or the one at -socket) over, in place,
+           to the binary now installed; prints one line per daemon (README, Upgrading)
 
 Flags (Go flag syntax: -flag value, -flag=value, --flag):
   -namespace string       namespace that owns the shim
@@ -74,6 +86,8 @@ Flags (Go flag syntax: -flag value, -flag=value, --flag):
   -h, -help               show this help and exit
   -spare string           internal: run as an idle spare daemon on this socket
   -title-room string      internal: room in a spare's argv for its title
+  -socket-dir string      upgrade: where shim sockets are (default /run/containerd/s)
+  -upgrade-check string   internal: run by a daemon being upgraded, with the new build
 
 Environment:
   TSHIM_PROTOCOL=grpc             serve gRPC and print a JSON bootstrap for containerd 2.x
@@ -87,6 +101,7 @@ Environment:
                                   --max-semi-space-size=1; empty: none)
   UV_THREADPOOL_SIZE=N            Windows: libuv threads of the daemon (default 64; blocked
                                   HCS stdio reads each hold one)
+  TSHIM_UPGRADE_DIR=DIR           upgrade: where hand-over state files go (default /run/tshim/upgrade)
   TTRPC_ADDRESS                   set by containerd: its ttrpc socket, where events are sent
   XDG_RUNTIME_DIR                 where temporary sockets go (default: the system temp dir)
   GRPC_ADDRESS, NAMESPACE, MAX_SHIM_VERSION, GOMAXPROCS, SCHED_CORE
@@ -111,6 +126,7 @@ export function parseArgs(argv: readonly string[]): Command {
   let wantVersion = false;
   let wantInfo = false;
   let wantHelp = false;
+  const upgradeFlags = new Map<string, string>();
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     if (action !== undefined || !arg.startsWith('-') || arg === '-') {
@@ -136,7 +152,7 @@ export function parseArgs(argv: readonly string[]): Command {
       else if (on) wantHelp = true;
       continue;
     }
-    const ignored = IGNORED_STRING_FLAGS.has(name);
+    const ignored = IGNORED_STRING_FLAGS.has(name) || UPGRADE_STRING_FLAGS.has(name);
     const key = STRING_FLAGS[name];
     if (!key && !ignored) return { kind: 'usage', error: `flag provided but not defined: -${name}` };
     let value = inline;
@@ -145,8 +161,11 @@ export function parseArgs(argv: readonly string[]): Command {
       value = argv[++i]!;
     }
     if (key) (flags[key] as string) = value;
+    if (UPGRADE_STRING_FLAGS.has(name)) upgradeFlags.set(name, value);
   }
   if (wantHelp || action === 'help') return { kind: 'help' };
+  const checkFile = upgradeFlags.get('upgrade-check');
+  if (checkFile !== undefined) return { kind: 'upgrade-check', file: checkFile };
   if (wantVersion) return { kind: 'version' };
   if (wantInfo) return { kind: 'info', flags };
   switch (action) {
@@ -156,6 +175,8 @@ export function parseArgs(argv: readonly string[]): Command {
       return { kind: 'start', flags };
     case 'delete':
       return { kind: 'delete', flags };
+    case 'upgrade':
+      return { kind: 'upgrade', flags, socketDir: upgradeFlags.get('socket-dir') ?? '' };
     default:
       return { kind: 'usage', error: `unknown action "${action}"` };
   }

@@ -10,6 +10,7 @@ import { logger } from './log';
 import { ManagedProcess } from './process/process';
 import { toTimestamp } from './proto';
 import { settlesWithin } from './settle';
+import type { ContainerStateRecord, ProcessStateRecord } from './upgrade/state';
 
 export const TOPIC = {
   create: ['/tasks/create', 'containerd.events.TaskCreate'],
@@ -40,6 +41,8 @@ export class Container {
   private readonly execs = new Map<string, ManagedProcess>();
   /** exec ids whose platform half is being prepared */
   private readonly reserved = new Set<string>();
+  /** exits being handled (cleanup, ordering, publishing): an upgrade waits for none */
+  private exitWork = 0;
 
   constructor(
     params: { id: string; bundle: string; stdio: StdioSpec; fromCheckpoint: boolean },
@@ -139,12 +142,86 @@ export class Container {
     return { pid: p.pid, status };
   }
 
+  /** Upgrade: true while an exit is being handled or an exec is being prepared. */
+  get busy(): boolean {
+    return this.exitWork > 0 || this.reserved.size > 0;
+  }
+
+  /** Upgrade: the container as its hand-over record (its IO suspended already). */
+  handover(namespace: string): ContainerStateRecord {
+    if (this.init.stateName === 'createdCheckpoint') {
+      throw new Error(`container ${this.id} waits to be restored from a checkpoint; start it first`);
+    }
+    const record = (p: ManagedProcess): ProcessStateRecord => {
+      const r: ProcessStateRecord = {
+        execId: p.execId,
+        stdio: p.stdio,
+        state: p.stateName,
+        pid: p.pid,
+        io: p.platform.handoverIo?.() ?? { kind: 'none' },
+      };
+      if (p.exited) r.exit = { status: p.exited.status, exitedAt: p.exited.exitedAt.getTime() };
+      if (!p.isInit) r.processJson = (p.platform as { processJson?: string }).processJson ?? '';
+      return r;
+    };
+    return {
+      id: this.id,
+      bundle: this.bundle,
+      namespace,
+      stdio: this.init.stdio,
+      mountedRootfs: this.platform.mountedRootfs ?? false,
+      init: record(this.init),
+      execs: this.execProcesses.map(record),
+    };
+  }
+
+  /** Upgrade, new image: processes back in their states, exits watched again where still to come. */
+  static restore(record: ContainerStateRecord, platform: PlatformContainer, events: EventSink): Container {
+    const c = new Container(
+      { id: record.id, bundle: record.bundle, stdio: record.init.stdio, fromCheckpoint: record.init.state === 'createdCheckpoint' },
+      platform,
+      events,
+    );
+    const exitOf = (r: ProcessStateRecord): ExitStatus | undefined =>
+      r.exit ? { status: r.exit.status, exitedAt: new Date(r.exit.exitedAt) } : undefined;
+    c.init.restore(record.init.state, record.init.pid, exitOf(record.init));
+    for (const e of record.execs) {
+      const restore = platform.restoreExec;
+      if (!restore) throw new Error('this platform cannot restore execs');
+      const p = new ManagedProcess({ containerId: record.id, execId: e.execId, stdio: e.stdio }, restore.call(platform, e));
+      p.restore(e.state, e.pid, exitOf(e));
+      c.execs.set(e.execId, p);
+      if (e.state === 'running' && !e.exit) {
+        p.platform.waitExit().then(
+          (status) => c.handleExecExit(p, status),
+          (err: unknown) => logger.error('waiting for exec exit failed', { id: c.id, execId: p.execId, error: err }),
+        );
+      }
+    }
+    if (!c.init.exited && c.init.pid > 0) c.watchInit();
+    return c;
+  }
+
   private async handleExecExit(p: ManagedProcess, status: ExitStatus): Promise<void> {
-    if (await p.markExited(status)) this.publishExit(p, status);
-    p.exit.resolve(status);
+    this.exitWork++;
+    try {
+      if (await p.markExited(status)) this.publishExit(p, status);
+      p.exit.resolve(status);
+    } finally {
+      this.exitWork--;
+    }
   }
 
   private async handleInitExit(status: ExitStatus): Promise<void> {
+    this.exitWork++;
+    try {
+      await this.handleInitExitNow(status);
+    } finally {
+      this.exitWork--;
+    }
+  }
+
+  private async handleInitExitNow(status: ExitStatus): Promise<void> {
     try {
       await this.platform.afterInitExit();
     } catch (err) {

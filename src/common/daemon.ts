@@ -18,7 +18,11 @@ import {
   DEFAULT_CONTAINERD_CHECK_MS, DEFAULT_SPARE_IDLE_MS, parseAdoptionRequest, readLine, secondsFromEnv,
   type AdoptionReply, type AdoptionRequest,
 } from './spare';
-import { RUNTIME_TYPE } from './version';
+import { RUNTIME_TYPE, shimVersion } from './version';
+import {
+  CONTROL_SERVICE, controlHandlers, handoverOf, isHoldingConnections, RESUMED_UPGRADE_METADATA, STATE_ENV, type HandoverHost,
+} from './upgrade/handover';
+import { decodeState, type HandoverState } from './upgrade/state';
 
 const SHUTDOWN_GRACE_MS = 5000;
 /** How long a spare waits for the rest of an adoption request once `start` has connected. */
@@ -65,6 +69,8 @@ class DaemonLog {
 /** Where a daemon listens, and what to remove from the filesystem when it stops. */
 interface DaemonListener {
   server: net.Server;
+  /** the unix socket path it owns, when it has one (handed over by an in-place upgrade) */
+  ownSocket?: string | undefined;
   remove(): void;
 }
 
@@ -81,6 +87,12 @@ export async function runDaemon(flags: ShimFlags, platform: Platform): Promise<v
   };
   const transport = platform.transport;
   const log = new DaemonLog(identity, transport ? () => transport.logStream(flags, identity.bundle) : undefined);
+  const stateFile = process.env[STATE_ENV];
+  if (stateFile) {
+    delete process.env[STATE_ENV];
+    await runRestoredDaemon(log, stateFile, platform);
+    return;
+  }
   // containerd's first Create waits for everything before the transport is attached; winston is
   // not needed to serve it, so at info level it loads right after, overlapping runc's own work.
   if (flags.debug) log.ensure();
@@ -93,15 +105,51 @@ export async function runDaemon(flags: ShimFlags, platform: Platform): Promise<v
     } else {
       // Remembered now: in a group the address file may later be rewritten, and the socket is ours alone.
       const ownSocket = ownSocketPath(flags, identity.bundle);
-      listener = { server: await openListener(flags), remove: () => ownSocket && fs.rmSync(ownSocket, { force: true }) };
+      listener = { server: await openListener(flags), ownSocket, remove: () => ownSocket && fs.rmSync(ownSocket, { force: true }) };
     }
-    await serve(identity, backend, listener);
+    await serve(identity, backend, listener, platform);
     transport?.ready();
   } catch (err) {
     await failedToStart(log, err);
     throw err;
   }
   announce(log, identity);
+}
+
+/**
+ * The new image of an upgraded daemon (upgrade/handover.ts): same pid, same descriptors; the state
+ * file says what they are. Nothing may be half-done here: the old image is gone.
+ */
+async function runRestoredDaemon(log: DaemonLog, stateFile: string, platform: Platform): Promise<void> {
+  let state: HandoverState;
+  try {
+    state = decodeState(fs.readFileSync(stateFile, 'utf8'));
+  } finally {
+    fs.rmSync(stateFile, { force: true });
+  }
+  // Inherited without close-on-exec; runc and loggers must not inherit them in turn.
+  const { setCloseOnExec } = await handoverOf(platform);
+  for (const fd of state.fds) setCloseOnExec(fd, true);
+  const identity: DaemonIdentity = { ...state.identity };
+  log.adopt(identity);
+  log.ensure();
+  guardProcess(log.ensure);
+  const backend = await platform.loadBackend({ namespace: identity.namespace, debug: identity.debug });
+  backend.restoreReaper?.(state.strays);
+  const listener = net.createServer({ pauseOnConnect: false });
+  await new Promise<void>((resolve, reject) => {
+    listener.once('error', reject);
+    listener.listen({ fd: state.listenerFd }, () => resolve());
+  });
+  const ownSocket = state.ownSocket;
+  await serve(
+    identity,
+    backend,
+    { server: listener, ownSocket, remove: () => ownSocket && fs.rmSync(ownSocket, { force: true }) },
+    platform,
+    state,
+  );
+  logger.info('upgraded in place', { pid: process.pid, from: state.fromVersion, containers: state.containers.length });
 }
 
 async function failedToStart(log: DaemonLog, err: unknown): Promise<void> {
@@ -194,7 +242,8 @@ export async function runSpare(flags: ShimFlags, platform: Platform): Promise<vo
       if (identity.debug) log.ensure();
       try {
         const backend = await platform.loadBackend({ namespace: identity.namespace, debug: identity.debug });
-        await serve(identity, backend, { server: listener, remove: () => fs.rmSync(request.socket, { force: true }) });
+        const ownSocket = request.socket;
+        await serve(identity, backend, { server: listener, ownSocket, remove: () => fs.rmSync(ownSocket, { force: true }) }, platform);
       } catch (err) {
         answer(socket, { ok: false, code: 'FAILED', message: errorMessage(err) });
         listener.close();
@@ -256,7 +305,13 @@ function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
-async function serve(identity: DaemonIdentity, backend: Backend, daemonListener: DaemonListener): Promise<void> {
+async function serve(
+  identity: DaemonIdentity,
+  backend: Backend,
+  daemonListener: DaemonListener,
+  platform: Platform,
+  restored?: HandoverState,
+): Promise<void> {
   const listener = daemonListener.server;
   const publisher = new Publisher({
     namespace: identity.namespace,
@@ -272,6 +327,10 @@ async function serve(identity: DaemonIdentity, backend: Backend, daemonListener:
       setImmediate(() => void (stopping ??= stop()));
     },
   });
+  if (restored) {
+    await service.restoreContainers(restored.containers);
+    publisher.restore(restored.events);
+  }
   const handlers = taskHandlers(service);
   let closeTransport: () => Promise<void>;
   if (identity.protocol === 'grpc') {
@@ -283,7 +342,27 @@ async function serve(identity: DaemonIdentity, backend: Backend, daemonListener:
     const ttrpc = new TtrpcServer({ onError: (err) => logger.warn('ttrpc connection error', { error: err }) });
     ttrpc.register(TASK_SERVICE_V2, handlers);
     ttrpc.register(TASK_SERVICE_V3, handlers);
+    const host: HandoverHost = {
+      identity: { ...identity, protocol: 'ttrpc' },
+      listener,
+      ownSocket: daemonListener.ownSocket,
+      ttrpc,
+      service,
+      backend,
+      publisher,
+      launcher: launcherPath(),
+      platform,
+    };
+    ttrpc.register(CONTROL_SERVICE, controlHandlers(host));
+    if (restored) resumeConnections(ttrpc, host, restored);
     ttrpc.attach(listener);
+    // During a hand-over a new connection is served but not read: the new image reads it.
+    listener.prependListener('connection', () => {
+      if (!isHoldingConnections()) return;
+      setImmediate(() => {
+        for (const c of ttrpc.liveConnections) c.pauseReading();
+      });
+    });
     closeTransport = () => ttrpc.shutdown(SHUTDOWN_GRACE_MS);
   }
   listener.on('error', (err) => logger.error('listener error', { error: err }));
@@ -305,6 +384,37 @@ async function serve(identity: DaemonIdentity, backend: Backend, daemonListener:
       stopping ??= stop();
     });
   }
+}
+
+/** The launcher file this daemon runs from (what `start` spawned, or containerd for a spare). */
+function launcherPath(): string {
+  return path.resolve(process.argv[1] ?? '');
+}
+
+/** New image: the old image's connections where they stood, and the calls it left unanswered. */
+function resumeConnections(ttrpc: TtrpcServer, host: HandoverHost, state: HandoverState): void {
+  const pauseMicros = Number((process.hrtime.bigint() - BigInt(state.pausedAtNs)) / 1000n);
+  host.resumed = {
+    upgraded: true,
+    pid: process.pid,
+    oldVersion: state.fromVersion,
+    newVersion: shimVersion(),
+    message: '',
+    pauseMicros,
+    stateVersion: state.version,
+    containers: state.containers.length,
+    fds: state.fds.length,
+  };
+  for (const c of state.connections) {
+    const socket = new net.Socket({ fd: c.fd, readable: true, writable: true });
+    const conn = ttrpc.resumeConnection(socket, { lastStreamId: c.lastStreamId, buffered: Buffer.from(c.buffered, 'base64') });
+    if (!conn) continue;
+    for (const p of c.pending) {
+      const resumedUpgrade = p.service === CONTROL_SERVICE && p.method === 'Upgrade';
+      conn.resumeCall(p, resumedUpgrade ? [[RESUMED_UPGRADE_METADATA, '1']] : []);
+    }
+  }
+  logger.info('hand-over done', { pauseMicros, connections: state.connections.length, containers: state.containers.length });
 }
 
 async function openListener(flags: ShimFlags): Promise<net.Server> {

@@ -14,6 +14,7 @@ import { logger } from './log';
 import { codec, packAny, toTimestamp, type AnyMessage } from './proto';
 import { TtrpcClient } from './ttrpc/client';
 import { encodeAny } from './wire';
+import type { EventState } from './upgrade/state';
 
 export interface EventSink {
   /** eventType is the full proto name, e.g. 'containerd.events.TaskExit'. */
@@ -239,6 +240,8 @@ export class Publisher implements EventSink {
   private closing: Promise<void> | undefined;
   private wakeSleeper: (() => void) | undefined;
   private idleWaiters: Array<() => void> = [];
+  /** upgrade: delivery stopped; events stay queued, in order */
+  private suspended = false;
 
   constructor(options: PublisherOptions, transport?: ForwardTransport) {
     this.namespace = options.namespace;
@@ -277,10 +280,59 @@ export class Publisher implements EventSink {
       this.queue.push(queued);
       // drain() always awaits (the queue is non-empty here), so it cannot finish before this
       // assignment and leave a stale promise behind.
-      this.draining ??= this.drain();
+      if (!this.suspended) this.draining ??= this.drain();
     } catch (err) {
       logger.error('cannot publish event', { topic, type: eventType, error: err });
     }
+  }
+
+  /**
+   * Upgrade: stops delivering after the event in flight; waits up to `graceMs` for the queue to
+   * empty first. An event whose attempt is cut short goes back to the head of the queue (it may
+   * then reach containerd twice, as any retried event may).
+   */
+  async suspend(graceMs: number): Promise<void> {
+    if (this.pending > 0 && graceMs > 0) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, graceMs);
+        this.idleWaiters.push(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+    this.suspended = true;
+    this.wakeSleeper?.();
+    this.inflightAbort?.abort(unavailable('event publisher suspended for an upgrade'));
+    await this.draining;
+  }
+
+  /** Upgrade abandoned: delivers again. */
+  resume(): void {
+    this.suspended = false;
+    if (this.queue.length > 0) this.draining ??= this.drain();
+  }
+
+  /** Upgrade: the undelivered events, oldest first. */
+  handover(): EventState[] {
+    return this.queue.map((e) => ({
+      timestamp: e.timestamp.getTime(),
+      topic: e.topic,
+      typeUrl: e.event.typeUrl,
+      value: e.event.value.toString('base64'),
+    }));
+  }
+
+  /** Upgrade, new image: the old image's undelivered events go out first, with their own times. */
+  restore(events: EventState[]): void {
+    if (!this.transport || events.length === 0) return;
+    const restored = events.map((e) => ({
+      timestamp: new Date(e.timestamp),
+      topic: e.topic,
+      event: { typeUrl: e.typeUrl, value: Buffer.from(e.value, 'base64') },
+    }));
+    this.queue.unshift(...restored);
+    this.draining ??= this.drain();
   }
 
   /** Waits until the queue is empty or timeoutMs passed, then drops the rest and closes connections. */
@@ -317,11 +369,12 @@ export class Publisher implements EventSink {
   /** The single consumer: runs while events are queued, one at a time, in order. */
   private async drain(): Promise<void> {
     try {
-      while (!this.closed && this.queue.length > 0) {
+      while (!this.closed && !this.suspended && this.queue.length > 0) {
         const item = this.queue.shift() as QueuedEvent;
         this.inflight = item;
-        await this.deliver(item);
+        const delivered = await this.deliver(item);
         this.inflight = undefined;
+        if (!delivered && this.suspended) this.queue.unshift(item);
       }
     } catch (err) {
       // deliver() handles its own failures; this only guards the loop against bugs.
@@ -333,21 +386,21 @@ export class Publisher implements EventSink {
     }
   }
 
-  /** Tries one event until it is delivered or has used its retries; never throws. */
-  private async deliver(item: QueuedEvent): Promise<void> {
+  /** Tries one event until it is delivered or has used its retries; never throws. False: not delivered. */
+  private async deliver(item: QueuedEvent): Promise<boolean> {
     const transport = this.transport as ForwardTransport;
     const envelope: EventEnvelope = { ...item, namespace: this.namespace };
     for (let attempt = 0; ; attempt++) {
       if (attempt > 0) await this.sleep(this.retryDelayMs(attempt));
-      if (this.closed) return;
+      if (this.closed || this.suspended) return false;
       try {
         await this.attempt(transport, envelope);
-        return;
+        return true;
       } catch (err) {
-        if (this.closed) return;
+        if (this.closed || this.suspended) return false;
         if (attempt >= this.maxRetries) {
           logger.error('dropping event after retries', { topic: item.topic, attempts: attempt + 1, error: err });
-          return;
+          return true;
         }
         logger.warn('forwarding event failed; will retry', { topic: item.topic, attempt: attempt + 1, error: err });
       }

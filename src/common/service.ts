@@ -10,6 +10,8 @@ import type { EventSink } from './events';
 import { logger } from './log';
 import { packAny, toTimestamp } from './proto';
 import type * as T from './types';
+import type { ContainerStateRecord } from './upgrade/state';
+import { shimVersion } from './version';
 
 export interface ServiceHost {
   /** called when Shutdown finds no container left */
@@ -30,6 +32,44 @@ export class TaskService {
     private readonly namespace: string,
     private readonly host: ServiceHost,
   ) {}
+
+  /** Upgrade: a Create or Exec is being prepared, or an exit is being handled. */
+  get busy(): boolean {
+    return this.creating.size > 0 || [...this.containers.values()].some((c) => c.busy);
+  }
+
+  get containerIds(): string[] {
+    return [...this.containers.keys()];
+  }
+
+  /** Upgrade: every process's IO stops being relayed; what was read is written out first. */
+  async suspendIo(): Promise<void> {
+    const all = [...this.containers.values()].flatMap((c) => [c.init, ...c.execProcesses]);
+    await Promise.all(all.map((p) => p.platform.suspendIo?.()));
+  }
+
+  /** Upgrade abandoned. */
+  resumeIo(): void {
+    for (const c of this.containers.values()) for (const p of [c.init, ...c.execProcesses]) p.platform.resumeIo?.();
+  }
+
+  handoverContainers(): ContainerStateRecord[] {
+    return [...this.containers.values()].map((c) => c.handover(this.namespace));
+  }
+
+  /** Upgrade, new image: the containers of the old one, in its order. */
+  async restoreContainers(records: ContainerStateRecord[]): Promise<void> {
+    const restore = this.backend.restoreContainer;
+    if (!restore) throw new Error('this platform cannot restore containers');
+    for (const record of records) {
+      let container: Container | undefined;
+      const platform = await restore.call(this.backend, record, {
+        onOom: () => container?.emit('oom', { containerId: record.id }),
+      });
+      container = Container.restore(record, platform, this.events);
+      this.containers.set(record.id, container);
+    }
+  }
 
   get containerCount(): number {
     return this.containers.size + this.creating.size;
@@ -193,7 +233,7 @@ export class TaskService {
 
   async connect(r: T.ConnectRequest): Promise<T.ConnectResponse> {
     const container = this.containers.get(r.id);
-    return { shimPid: process.pid, taskPid: container?.init.pid ?? 0, version: '' };
+    return { shimPid: process.pid, taskPid: container?.init.pid ?? 0, version: shimVersion() };
   }
 
   async shutdown(_r: T.ShutdownRequest): Promise<T.Empty> {

@@ -22,6 +22,7 @@ import { dup2, loadLibc } from './libc';
 import { unmountAll } from './mount';
 import { Reaper } from './reaper';
 import { Runc } from './runc';
+import type { ContainerStateRecord } from '../common/upgrade/state';
 
 const FEATURES_TYPE_URL = 'types.containerd.io/opencontainers/runtime-spec/1/features/Features';
 
@@ -102,6 +103,28 @@ class LinuxBackend implements Backend {
 
   async close(): Promise<void> {
     this.reaper?.stop();
+  }
+
+  suspendExits(): void {
+    this.reaper?.stop();
+  }
+
+  resumeExits(): void {
+    this.reaper?.start();
+  }
+
+  handoverReaper(): { watchedPids: number[]; strays: Array<{ pid: number; status: number; at: number }> } {
+    return this.reaper?.handover() ?? { watchedPids: [], strays: [] };
+  }
+
+  restoreReaper(strays: Array<{ pid: number; status: number; at: number }>): void {
+    this.ensureReaper().restoreStrays(strays);
+  }
+
+  async restoreContainer(record: ContainerStateRecord, hooks: ContainerHooks): Promise<PlatformContainer> {
+    const reaper = this.ensureReaper();
+    const { restoreLinuxContainer } = await import('./container');
+    return restoreLinuxContainer(record, hooks, { reaper });
   }
 }
 

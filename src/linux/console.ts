@@ -9,6 +9,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import tty from 'node:tty';
 import { Code, ShimError, errnoCode, failedPrecondition, internal, unknown } from '../common/errors';
+import type { Readable, Writable } from 'node:stream';
+import { flushed, stopReading } from '../common/upgrade/handles';
 import { close as closeFd, dup, recvFd, setNonBlocking, setWinsize } from './libc';
 
 /** Backoff bounds while runc has connected but its message is not queued yet. */
@@ -179,8 +181,23 @@ export class PtyRelay {
   private stream: tty.ReadStream | undefined;
   private closed = false;
   private stopRelay: (() => void) | undefined;
+  private suspendRelay: (() => Promise<void>) | undefined;
+  private resumeRelay: (() => void) | undefined;
 
-  constructor(private readonly masterFd: number) {}
+  constructor(readonly masterFd: number) {}
+
+  /**
+   * Upgrade: stops reading the master and the input, and hands what was already read to its
+   * destination; resolves once that is written. Unread data stays in the kernel for the next reader.
+   */
+  async suspend(): Promise<void> {
+    await this.suspendRelay?.();
+  }
+
+  /** Upgrade abandoned: relays again. */
+  resume(): void {
+    this.resumeRelay?.();
+  }
 
   /**
    * Resolves when the master reached EOF/EIO (every process holding the slave is gone) and everything
@@ -235,6 +252,24 @@ export class PtyRelay {
         pendingWrites = 0;
         ended = true;
         settleIfFlushed();
+      };
+      this.suspendRelay = async () => {
+        if (ended) return;
+        for (const chunk of stopReading(stream)) forward(chunk);
+        const waits: Promise<void>[] = [];
+        if (input && 'read' in input) {
+          for (const chunk of stopReading(input as Readable)) {
+            if (!stream.destroyed && stream.writable) stream.write(chunk);
+          }
+        }
+        if (!stream.destroyed) waits.push(flushed(stream));
+        waits.push(flushed(output as Writable));
+        await Promise.all(waits);
+      };
+      this.resumeRelay = () => {
+        if (ended) return;
+        if (!outputBlocked) stream.resume();
+        if (!inputBlocked) input?.resume();
       };
 
       const onOutputError = (err: Error): void => {

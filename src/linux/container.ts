@@ -14,7 +14,7 @@ import type {
 } from '../common/backend';
 import { invalidArgument, notFound } from '../common/errors';
 import { logger } from '../common/log';
-import { toOptionsJson, type RuntimeOptions } from '../common/options';
+import { fromOptionsJson, toOptionsJson, type RuntimeOptions } from '../common/options';
 import { packAny, unpackAny, type AnyMessage } from '../common/proto';
 import type { CheckpointOptions as CheckpointOptionsMessage } from '../common/types';
 import { assertSafeName, bundleFiles, runtimeFor, sharesPidNamespace } from './bundle';
@@ -24,7 +24,8 @@ import { LinuxInit } from './init-process';
 import { mountAll, unmountAll } from './mount';
 import type { Reaper } from './reaper';
 import type { Runc } from './runc';
-import { openStdio, type ProcessStdio, type StdioOwner } from './stdio';
+import { openStdio, restoreStdio, type ProcessStdio, type StdioOwner } from './stdio';
+import type { ContainerStateRecord, ProcessStateRecord } from '../common/upgrade/state';
 
 export interface LinuxContainerDeps {
   reaper: Reaper;
@@ -93,6 +94,36 @@ export async function createLinuxContainer(
   }
 }
 
+/**
+ * Upgrade, new image: a container the old image ran, rebuilt from its hand-over record. Runtime
+ * options come from the bundle, where Create saved them for the `delete` action.
+ */
+export async function restoreLinuxContainer(
+  record: ContainerStateRecord,
+  hooks: ContainerHooks,
+  deps: { reaper: Reaper },
+): Promise<LinuxContainer> {
+  const { id, bundle, namespace } = record;
+  const options = fromOptionsJson(await fs.readFile(bundleFiles.options(bundle), 'utf8'));
+  const runc = runtimeFor(options, namespace, bundle);
+  const owner: StdioOwner = { namespace, ioUid: options.ioUid, ioGid: options.ioGid };
+  const stdio = restoreStdio(record.init.io);
+  const init = new LinuxInit({
+    id, bundle, runc, reaper: deps.reaper, stdio: stdio as ProcessStdio, mountedRootfs: record.mountedRootfs,
+  });
+  if (!stdio) (init as unknown as { stdio: undefined }).stdio = undefined;
+  const running = isLive(record.init);
+  if (record.init.pid > 0) init.restorePid(record.init.pid, running);
+  const container = new LinuxContainer({ id, bundle, runc, reaper: deps.reaper, owner, options, init, stdio: stdio as ProcessStdio, hooks });
+  if (running) await container.watchCgroup(record.init.pid);
+  return container;
+}
+
+/** A process whose exit is still to come: the reaper must watch it. */
+function isLive(p: ProcessStateRecord): boolean {
+  return p.exit === undefined && p.pid > 0 && p.state !== 'stopped' && p.state !== 'deleted';
+}
+
 interface ContainerParams {
   id: string;
   bundle: string;
@@ -125,6 +156,29 @@ export class LinuxContainer implements PlatformContainer {
     } catch (err) {
       logger.warn('cgroup not watched', { id: this.p.id, error: err });
     }
+  }
+
+  get mountedRootfs(): boolean {
+    return this.init.mountedRootfs;
+  }
+
+  restoreExec(record: ProcessStateRecord): PlatformProcess {
+    const { id, bundle, runc, reaper, owner } = this.p;
+    return LinuxExec.restore(
+      {
+        containerId: id,
+        execId: record.execId,
+        bundle,
+        runc,
+        reaper,
+        owner,
+        stdioSpec: record.stdio,
+        processJson: record.processJson ?? '{}',
+      },
+      restoreStdio(record.io),
+      record.pid,
+      isLive(record),
+    );
   }
 
   async createExec(request: ExecRequest): Promise<PlatformProcess> {

@@ -5,7 +5,7 @@ import { bundleFiles } from './bundle';
 import { LinuxProcess, removeQuietly } from './process';
 import type { Reaper } from './reaper';
 import type { Runc } from './runc';
-import { openStdio, type StdioOwner } from './stdio';
+import { openStdio, type ProcessStdio, type StdioOwner } from './stdio';
 
 export interface ExecParams {
   containerId: string;
@@ -38,6 +38,18 @@ export function execProcessJson(specValue: Buffer | undefined, terminal: boolean
 export class LinuxExec extends LinuxProcess {
   constructor(private readonly params: ExecParams) {
     super(params.reaper, undefined);
+  }
+
+  get processJson(): string {
+    return this.params.processJson;
+  }
+
+  /** Upgrade, new image: an exec the old image started, with the stdio it had. */
+  static restore(params: ExecParams, stdio: ProcessStdio | undefined, pid: number, running: boolean): LinuxExec {
+    const exec = new LinuxExec(params);
+    exec.stdio = stdio;
+    if (pid > 0) exec.restorePid(pid, running);
+    return exec;
   }
 
   async start(): Promise<number> {

@@ -27,6 +27,10 @@ export class LinuxInit extends LinuxProcess {
     super(params.reaper, params.stdio);
   }
 
+  get mountedRootfs(): boolean {
+    return this.params.mountedRootfs;
+  }
+
   /** after `runc create`: the init exists (blocked in runc init) and its exit can be collected */
   async created(): Promise<number> {
     return this.readPid(bundleFiles.initPid(this.params.bundle));

@@ -13,6 +13,8 @@ import net from 'node:net';
 import type { Writable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import { ShimError, unknown } from '../common/errors';
+import { fdOf } from '../common/upgrade/handles';
+import type { SinkState, StdinState } from '../common/upgrade/state';
 import { setPipeSize } from './libc';
 
 /** Where one output stream of a process ends up. */
@@ -22,6 +24,8 @@ export interface Sink {
   finish(): Promise<void>;
   /** Drops pending data and releases all handles now. */
   destroy(): void;
+  /** The descriptors an upgrade hands to the new image (the sink must be idle). */
+  handover(): SinkState;
 }
 
 function openFd(file: string, flags: number, mode?: number): Promise<number> {
@@ -91,6 +95,17 @@ export async function openFifoSink(file: string): Promise<Sink> {
     reader = await openFd(file, fsc.O_RDONLY | fsc.O_NONBLOCK);
     const writer = await openFd(file, fsc.O_WRONLY | fsc.O_NONBLOCK);
     growPipe(writer);
+    return fifoSinkFromFds(writer, reader);
+  } catch (err) {
+    if (reader >= 0) closeFd(reader);
+    throw openFailure(file, err);
+  }
+}
+
+/** A FIFO sink from descriptors already open (inherited by an upgraded image). */
+export function fifoSinkFromFds(writer: number, readerFd: number): Sink {
+  let reader = readerFd;
+  {
     const stream = socketForFd(writer, 'write');
     const releaseReader = (): void => {
       if (reader >= 0) closeFd(reader);
@@ -107,10 +122,8 @@ export async function openFifoSink(file: string): Promise<Sink> {
         stream.destroy();
         releaseReader();
       },
+      handover: () => ({ kind: 'fifo', writerFd: fdOf(stream), readerFd: reader }),
     };
-  } catch (err) {
-    if (reader >= 0) closeFd(reader);
-    throw openFailure(file, err);
   }
 }
 
@@ -123,6 +136,11 @@ export async function openFileSink(file: string, create: boolean): Promise<Sink>
   } catch (err) {
     throw openFailure(file, err);
   }
+  return fileSinkFromFd(fd, file);
+}
+
+/** A file sink from a descriptor already open for appending. */
+export function fileSinkFromFd(fd: number, file = `fd ${fd}`): Sink {
   const stream = fs.createWriteStream(file, { fd, autoClose: true });
   // errors (ENOSPC, EIO) surface on the copy; without a listener they would crash the shim
   stream.on('error', () => undefined);
@@ -135,6 +153,7 @@ export async function openFileSink(file: string, create: boolean): Promise<Sink>
     destroy() {
       stream.destroy();
     },
+    handover: () => ({ kind: 'file', fd }),
   };
 }
 
@@ -167,6 +186,7 @@ export function shareSink(sink: Sink, users: number): Sink[] {
     destroy() {
       sink.destroy();
     },
+    handover: () => sink.handover(),
   };
   return Array.from({ length: users }, () => share);
 }
@@ -177,6 +197,7 @@ export interface StdinFifo {
   /** Closes the held write handle: once the client's writer is gone too, the reader sees EOF. */
   releaseWriter(): void;
   destroy(): void;
+  handover(): StdinState;
 }
 
 export async function openStdinFifo(file: string): Promise<StdinFifo> {
@@ -186,22 +207,58 @@ export async function openStdinFifo(file: string): Promise<StdinFifo> {
     readerFd = await openFd(file, fsc.O_RDONLY | fsc.O_NONBLOCK);
     // Opened before anything reads: without a writer, a read would report EOF at once.
     writerFd = await openFd(file, fsc.O_WRONLY | fsc.O_NONBLOCK);
-    const reader = socketForFd(readerFd, 'read');
-    const releaseWriter = (): void => {
-      if (writerFd >= 0) closeFd(writerFd);
-      writerFd = -1;
-    };
-    return {
-      reader,
-      releaseWriter,
-      destroy() {
-        reader.destroy();
-        releaseWriter();
-      },
-    };
+    return stdinFifoFromFds(readerFd, writerFd);
   } catch (err) {
     if (readerFd >= 0) closeFd(readerFd);
     if (writerFd >= 0) closeFd(writerFd);
     throw openFailure(file, err);
+  }
+}
+
+/** The stdin FIFO from descriptors already open; heldWriter -1 when CloseIO already released it. */
+export function stdinFifoFromFds(readerFd: number, heldWriter: number): StdinFifo {
+  let writerFd = heldWriter;
+  const reader = socketForFd(readerFd, 'read');
+  const releaseWriter = (): void => {
+    if (writerFd >= 0) closeFd(writerFd);
+    writerFd = -1;
+  };
+  return {
+    reader,
+    releaseWriter,
+    destroy() {
+      reader.destroy();
+      releaseWriter();
+    },
+    handover: () => ({ readerFd: fdOf(reader), heldWriterFd: writerFd }),
+  };
+}
+
+/** Output nobody wants, written nowhere (a terminal whose stdout was not asked for). */
+export function discardSink(): Sink {
+  const stream = fs.createWriteStream('/dev/null');
+  stream.on('error', () => undefined);
+  return {
+    stream,
+    async finish() {
+      await endQuietly(stream);
+      stream.destroy();
+    },
+    destroy() {
+      stream.destroy();
+    },
+    handover: () => ({ kind: 'discard' }),
+  };
+}
+
+/** Rebuilds a sink from its hand-over record. */
+export function sinkFromState(state: SinkState): Sink {
+  switch (state.kind) {
+    case 'fifo':
+      return fifoSinkFromFds(state.writerFd, state.readerFd);
+    case 'file':
+      return fileSinkFromFd(state.fd);
+    case 'discard':
+      return discardSink();
   }
 }

@@ -15,10 +15,14 @@ import { invalidArgument, ShimError, unknown } from '../common/errors';
 import { settlesWithin } from '../common/settle';
 import { pipe2 } from './libc';
 import { startBinaryLogger, type BinaryLogger, type BinaryLoggerTarget } from './io-binary';
+import { flushed, fdOf, stopReading } from '../common/upgrade/handles';
+import type { IoState, SinkState, StdinState } from '../common/upgrade/state';
 import {
   closeFd,
   endQuietly,
   growPipe,
+  sinkFromState,
+  stdinFifoFromFds,
   openFileSink,
   openOutputSink,
   openStdinFifo,
@@ -46,6 +50,12 @@ export interface ProcessIO {
   drain(timeoutMs: number): Promise<void>;
   /** tears down everything (also stops a binary logger: SIGTERM, wait ≤12 s, SIGKILL) */
   close(): Promise<void>;
+  /** upgrade: stops reading, writes out what was read; what is unread stays in the kernel */
+  suspend(): Promise<void>;
+  /** upgrade abandoned: copy again */
+  resume(): void;
+  /** upgrade: the descriptors and their roles, once suspended */
+  handover(): IoState;
 }
 
 export interface ProcessIOOptions {
@@ -127,12 +137,22 @@ function copyStdin(fifo: StdinFifo, pipeWriter: net.Socket): void {
   fifo.reader.pipe(pipeWriter); // ends the pipe writer at FIFO EOF
 }
 
+interface Copy {
+  source: net.Socket;
+  sink: Sink;
+  done: Promise<void>;
+  ended: boolean;
+  finished: boolean;
+}
+
 /** Everything a ProcessIO owns, released in one place. */
 class PipeProcessIO implements ProcessIO {
   readonly runtimeStdio: [number, number, number];
   /** container-side ends (and /dev/null), closed once runc has passed them on */
   private containerFds: number[];
   private readonly copies: Promise<void>[] = [];
+  private readonly copyList: Copy[] = [];
+  private stdinWriter: net.Socket | undefined;
   private readonly sinks: Sink[] = [];
   private readonly sockets: net.Socket[] = [];
   private stdinFifo: StdinFifo | undefined;
@@ -149,14 +169,72 @@ class PipeProcessIO implements ProcessIO {
     const source = socketForFd(readFd, 'read');
     this.sockets.push(source);
     this.sinks.push(sink);
-    this.copies.push(copyToSink(source, sink));
+    const copy: Copy = { source, sink, done: Promise.resolve(), ended: false, finished: false };
+    const markEnded = (): void => {
+      copy.ended = true;
+    };
+    source.on('end', markEnded);
+    source.on('close', markEnded);
+    source.on('error', markEnded);
+    copy.done = copyToSink(source, sink).then(() => {
+      copy.finished = true;
+    });
+    this.copyList.push(copy);
+    this.copies.push(copy.done);
   }
 
   addStdin(fifo: StdinFifo, pipeWriteFd: number): void {
     const writer = socketForFd(pipeWriteFd, 'write');
     this.sockets.push(writer);
     this.stdinFifo = fifo;
+    this.stdinWriter = writer;
     copyStdin(fifo, writer);
+  }
+
+  async suspend(): Promise<void> {
+    if (this.logger) throw new Error('a binary:// logger cannot be handed over');
+    if (this.containerFds.length > 0) throw new Error('the process has not been started by the runtime yet');
+    const waits: Promise<void>[] = [];
+    for (const copy of this.copyList) {
+      if (copy.ended) {
+        waits.push(copy.done); // at EOF: let the sink finish
+        continue;
+      }
+      copy.source.unpipe(copy.sink.stream);
+      for (const chunk of stopReading(copy.source)) copy.sink.stream.write(chunk);
+      waits.push(flushed(copy.sink.stream));
+    }
+    const fifo = this.stdinFifo;
+    const writer = this.stdinWriter;
+    if (fifo && writer && !fifo.reader.destroyed && !writer.destroyed) {
+      fifo.reader.unpipe(writer);
+      for (const chunk of stopReading(fifo.reader)) writer.write(chunk);
+      waits.push(flushed(writer));
+    }
+    await Promise.all(waits);
+  }
+
+  resume(): void {
+    for (const copy of this.copyList) {
+      if (!copy.ended) copy.source.pipe(copy.sink.stream, { end: false });
+    }
+    const fifo = this.stdinFifo;
+    const writer = this.stdinWriter;
+    if (fifo && writer && !fifo.reader.destroyed && !writer.destroyed) fifo.reader.pipe(writer);
+  }
+
+  handover(): IoState {
+    if (this.closed) return { kind: 'none' };
+    const copies = this.copyList
+      .filter((c) => !c.ended && !c.finished)
+      .map((c) => ({ readFd: fdOf(c.source), sink: c.sink.handover() }));
+    const fifo = this.stdinFifo;
+    const writer = this.stdinWriter;
+    const state: IoState = { kind: 'pipe', copies };
+    if (fifo && writer && !fifo.reader.destroyed && !writer.destroyed) {
+      state.stdin = { ...fifo.handover(), pipeWriterFd: fdOf(writer) };
+    }
+    return state;
   }
 
   setLogger(logger: BinaryLogger): void {
@@ -319,6 +397,8 @@ export interface TerminalFifos {
   endOutput(): Promise<void>;
   /** flushes output (≤2 s once it was ended), then releases everything */
   close(): Promise<void>;
+  /** upgrade: the descriptors behind the stdin FIFO and the output */
+  handover(): { stdin?: StdinState; output: SinkState; outputEnded: boolean };
 }
 
 /** How long `TerminalFifos.close` lets already written output reach the FIFO. */
@@ -378,6 +458,16 @@ export async function openTerminalFifos(
   };
   const result: TerminalFifos = {
     closeStdin: () => stdin?.releaseWriter(),
+    handover() {
+      if (logger) throw new Error('a binary:// logger cannot be handed over');
+      const ended = outputEnded !== undefined;
+      const state: { stdin?: StdinState; output: SinkState; outputEnded: boolean } = {
+        output: ended || !sink ? { kind: 'discard' } : sink.handover(),
+        outputEnded: ended,
+      };
+      if (stdin && !stdin.reader.destroyed) state.stdin = stdin.handover();
+      return state;
+    },
     endOutput,
     async close() {
       if (closed) return;
@@ -391,6 +481,70 @@ export async function openTerminalFifos(
     // the relay decides when output ends; a broken FIFO or logger must not take the shim down
     output.on('error', () => undefined);
     result.output = output;
+  }
+  return result;
+}
+
+/** Rebuilds a non-terminal process's IO from its hand-over record (upgrade). */
+export function restoreProcessIO(state: IoState): ProcessIO {
+  const io = new PipeProcessIO([-1, -1, -1], []);
+  if (state.kind !== 'pipe') return io;
+  // stdout and stderr appended to one file share one handle, as when they were opened
+  const files = new Map<number, Sink[]>();
+  const fileUsers = new Map<number, number>();
+  for (const c of state.copies) if (c.sink.kind === 'file') fileUsers.set(c.sink.fd, (fileUsers.get(c.sink.fd) ?? 0) + 1);
+  for (const c of state.copies) {
+    let sink: Sink;
+    if (c.sink.kind === 'file' && (fileUsers.get(c.sink.fd) ?? 0) > 1) {
+      let shares = files.get(c.sink.fd);
+      if (!shares) {
+        shares = shareSink(sinkFromState(c.sink), fileUsers.get(c.sink.fd) ?? 1);
+        files.set(c.sink.fd, shares);
+      }
+      sink = shares.shift() as Sink;
+    } else {
+      sink = sinkFromState(c.sink);
+    }
+    io.addCopy(c.readFd, sink);
+  }
+  if (state.stdin) io.addStdin(stdinFifoFromFds(state.stdin.readerFd, state.stdin.heldWriterFd), state.stdin.pipeWriterFd);
+  return io;
+}
+
+/** Rebuilds a terminal's FIFO ends from their hand-over record (upgrade). */
+export function restoreTerminalFifos(state: { stdin?: StdinState; output: SinkState; outputEnded: boolean }): TerminalFifos {
+  const stdin = state.stdin ? stdinFifoFromFds(state.stdin.readerFd, state.stdin.heldWriterFd) : undefined;
+  const sink = state.outputEnded || state.output.kind === 'discard' ? undefined : sinkFromState(state.output);
+  let closed = false;
+  let outputEnded: Promise<void> | undefined = state.outputEnded ? Promise.resolve() : undefined;
+  const endOutput = (): Promise<void> => {
+    outputEnded ??= sink ? sink.finish() : Promise.resolve();
+    return outputEnded;
+  };
+  const result: TerminalFifos = {
+    closeStdin: () => stdin?.releaseWriter(),
+    handover() {
+      const ended = outputEnded !== undefined;
+      const s: { stdin?: StdinState; output: SinkState; outputEnded: boolean } = {
+        output: ended || !sink ? { kind: 'discard' } : sink.handover(),
+        outputEnded: ended,
+      };
+      if (stdin && !stdin.reader.destroyed) s.stdin = stdin.handover();
+      return s;
+    },
+    endOutput,
+    async close() {
+      if (closed) return;
+      closed = true;
+      if (outputEnded) await settlesWithin(outputEnded, TERMINAL_FLUSH_MS);
+      stdin?.destroy();
+      sink?.destroy();
+    },
+  };
+  if (stdin) result.input = stdin.reader;
+  if (sink) {
+    sink.stream.on('error', () => undefined);
+    result.output = sink.stream;
   }
   return result;
 }

@@ -72,6 +72,9 @@ export const EFD_CLOEXEC = 0o2000000;
 // waitpid(2)
 export const WNOHANG = 0x1;
 
+const F_GETFD = 1;
+const F_SETFD = 2;
+const FD_CLOEXEC = 1;
 const F_GETFL = 3;
 const F_SETFL = 4;
 const F_DUPFD_CLOEXEC = 1030;
@@ -133,6 +136,7 @@ interface Bindings {
   getpgid: Fn;
   setsid: Fn;
   getpagesize: Fn;
+  execve: Fn;
   strerror: (errnum: number) => string;
   winsize: Koffi.IKoffiCType;
   cmsghdr: Koffi.IKoffiCType;
@@ -198,6 +202,9 @@ function libc(): Bindings {
     setsid: lib.func('int setsid(void)'),
     // int getpagesize(void);
     getpagesize: lib.func('int getpagesize(void)'),
+    // int execve(const char *pathname, char *const argv[], char *const envp[]);
+    // Both arrays end with a NULL pointer (the trailing null of the JS arrays passed in).
+    execve: lib.func('int execve(const char *pathname, const char **argv, const char **envp)'),
     // char *strerror(int errnum);
     strerror: lib.func('const char *strerror(int errnum)') as (errnum: number) => string,
     winsize,
@@ -442,4 +449,35 @@ export function recvFd(sockFd: number): { fd: number; name: string } | undefined
     undefined,
     n === 0 ? 'peer closed without sending a file descriptor' : 'message carried no file descriptor',
   );
+}
+
+/** fcntl(fd, F_GETFD) & FD_CLOEXEC: whether `fd` closes on execve. */
+export function isCloseOnExec(fd: number): boolean {
+  const r = libc().fcntl(fd, F_GETFD);
+  if (r < 0) fail('fcntl');
+  return (r & FD_CLOEXEC) !== 0;
+}
+
+/**
+ * fcntl(fd, F_SETFD, on ? FD_CLOEXEC : 0). libuv opens everything close-on-exec; a shim handing
+ * itself over to a new image (upgrade) clears the flag on exactly the descriptors it passes on.
+ */
+export function setCloseOnExec(fd: number, on: boolean): void {
+  const { fcntl } = libc();
+  const current = fcntl(fd, F_GETFD);
+  if (current < 0) fail('fcntl');
+  const next = on ? current | FD_CLOEXEC : current & ~FD_CLOEXEC;
+  if (next !== current && fcntl(fd, F_SETFD, 'int', next) < 0) fail('fcntl');
+}
+
+/**
+ * execve(2): replaces this process's image in place (same pid, children, subreaper setting and
+ * every descriptor without FD_CLOEXEC). Returns only on failure, by throwing.
+ */
+export function execve(file: string, argv: readonly string[], env: NodeJS.ProcessEnv): never {
+  const envp = Object.entries(env)
+    .filter((e): e is [string, string] => typeof e[1] === 'string')
+    .map(([k, v]) => `${k}=${v}`);
+  libc().execve(file, [...argv, null], [...envp, null]);
+  fail('execve', file);
 }

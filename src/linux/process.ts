@@ -12,6 +12,7 @@ import { Deferred } from '../common/mutex';
 import { readPidFile } from './bundle';
 import type { Reaper, WaitResult } from './reaper';
 import type { ProcessStdio } from './stdio';
+import type { IoState } from '../common/upgrade/state';
 
 export const IO_DRAIN_MS = 2000;
 
@@ -73,6 +74,24 @@ export abstract class LinuxProcess implements PlatformProcess {
   protected adopt(pid: number): void {
     this.pidValue = pid;
     this.exitWatch.begin(pid);
+  }
+
+  /** Upgrade, new image: a process the old image knew; its exit is collected again while it runs. */
+  restorePid(pid: number, running: boolean): void {
+    if (running) this.adopt(pid);
+    else this.pidValue = pid;
+  }
+
+  async suspendIo(): Promise<void> {
+    await this.stdio?.suspend();
+  }
+
+  resumeIo(): void {
+    this.stdio?.resume();
+  }
+
+  handoverIo(): IoState {
+    return this.stdio?.handover() ?? { kind: 'none' };
   }
 
   protected async readPid(file: string): Promise<number> {

@@ -114,6 +114,19 @@ export class Reaper {
     return promise;
   }
 
+  /** Upgrade: the pids being watched and the exits kept for a late watch. */
+  handover(): { watchedPids: number[]; strays: Array<{ pid: number; status: number; at: number }> } {
+    return {
+      watchedPids: [...this.watches.keys()],
+      strays: [...this.strays].map(([pid, s]) => ({ pid, status: s.result.status, at: s.at })),
+    };
+  }
+
+  /** Upgrade, new image: exits the old image reaped without a watcher. */
+  restoreStrays(strays: Array<{ pid: number; status: number; at: number }>): void {
+    for (const s of strays) this.strays.set(s.pid, { result: { pid: s.pid, status: s.status, signaled: s.status > 128 }, at: s.at });
+  }
+
   private sweep(): void {
     for (const [pid, watch] of this.watches) this.poll(pid, watch);
     this.reapStrays();

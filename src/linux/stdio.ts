@@ -8,7 +8,8 @@ import type { StdioSpec } from '../common/backend';
 import { logger } from '../common/log';
 import { settlesWithin } from '../common/settle';
 import { ConsoleSocket, PtyRelay } from './console';
-import { createProcessIO, openTerminalFifos, type ProcessIO } from './io';
+import { createProcessIO, openTerminalFifos, restoreProcessIO, restoreTerminalFifos, type ProcessIO } from './io';
+import type { IoState } from '../common/upgrade/state';
 
 type TerminalFifos = Awaited<ReturnType<typeof openTerminalFifos>>;
 
@@ -23,6 +24,12 @@ export interface ProcessStdio {
   closeStdin(): void;
   drain(timeoutMs: number): Promise<void>;
   close(): Promise<void>;
+  /** upgrade: stop relaying, write out what was read (what is unread stays in the kernel) */
+  suspend(): Promise<void>;
+  /** upgrade abandoned */
+  resume(): void;
+  /** upgrade: descriptors and roles, once suspended */
+  handover(): IoState;
 }
 
 export interface StdioOwner {
@@ -57,6 +64,15 @@ class PipeStdio implements ProcessStdio {
   }
   close(): Promise<void> {
     return this.io.close();
+  }
+  suspend(): Promise<void> {
+    return this.io.suspend();
+  }
+  resume(): void {
+    this.io.resume();
+  }
+  handover(): IoState {
+    return this.io.handover();
   }
 }
 
@@ -130,6 +146,18 @@ class TerminalStdio implements ProcessStdio {
     await this.socket.close();
   }
 
+  async suspend(): Promise<void> {
+    if (!this.relay) throw new Error('the terminal has not been handed over by the runtime yet');
+    await this.relay.suspend();
+  }
+  resume(): void {
+    this.relay?.resume();
+  }
+  handover(): IoState {
+    if (!this.relay) throw new Error('the terminal has not been handed over by the runtime yet');
+    return { kind: 'pty', masterFd: this.relay.masterFd, ...this.fifos.handover() };
+  }
+
   private releaseSetup(): void {
     const fd = this.runtimeStdio[0];
     if (fd >= 0) {
@@ -145,4 +173,60 @@ class TerminalStdio implements ProcessStdio {
 
 function discard(): NodeJS.WritableStream {
   return fs.createWriteStream('/dev/null');
+}
+
+/** A terminal rebuilt by an upgraded image: the pty master and FIFO ends it inherited. */
+class RestoredTerminalStdio implements ProcessStdio {
+  readonly runtimeStdio: [number, number, number] = [-1, -1, -1];
+  readonly consoleSocket = undefined;
+  private readonly relay: PtyRelay;
+  private readonly relayDone: Promise<void>;
+
+  constructor(
+    state: Extract<IoState, { kind: 'pty' }>,
+    private readonly fifos: TerminalFifos,
+  ) {
+    this.relay = new PtyRelay(state.masterFd);
+    if (state.outputEnded) {
+      this.relayDone = Promise.resolve();
+    } else {
+      this.relayDone = this.relay
+        .start(fifos.input, fifos.output ?? discard())
+        .catch((err: unknown) => {
+          logger.warn('pty relay failed', { error: err });
+        })
+        .then(() => fifos.endOutput());
+    }
+  }
+
+  async started(): Promise<void> {}
+  resize(width: number, height: number): void {
+    this.relay.resize(width, height);
+  }
+  closeStdin(): void {
+    this.fifos.closeStdin();
+  }
+  async drain(timeoutMs: number): Promise<void> {
+    await settlesWithin(this.relayDone, timeoutMs);
+  }
+  async close(): Promise<void> {
+    this.relay.close();
+    await this.fifos.close();
+  }
+  suspend(): Promise<void> {
+    return this.relay.suspend();
+  }
+  resume(): void {
+    this.relay.resume();
+  }
+  handover(): IoState {
+    return { kind: 'pty', masterFd: this.relay.masterFd, ...this.fifos.handover() };
+  }
+}
+
+/** Rebuilds a process's stdio from its hand-over record (upgrade); undefined for none. */
+export function restoreStdio(state: IoState): ProcessStdio | undefined {
+  if (state.kind === 'none') return undefined;
+  if (state.kind === 'pty') return new RestoredTerminalStdio(state, restoreTerminalFifos(state));
+  return new PipeStdio(restoreProcessIO(state));
 }

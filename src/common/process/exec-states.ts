@@ -65,3 +65,19 @@ class ExecDeleted extends BaseState {
     return Promise.reject(notFound('process already deleted'));
   }
 }
+
+/** Upgrade, new image: the exec state the old image was in (an exec is never paused itself). */
+export function restoredExecState(host: StateHost, name: StateName): ProcessState {
+  switch (name) {
+    case 'created':
+    case 'createdCheckpoint':
+      return new ExecCreated(host);
+    case 'running':
+    case 'paused':
+      return new ExecRunning(host);
+    case 'stopped':
+      return new ExecStopped(host);
+    case 'deleted':
+      return new ExecDeleted(host);
+  }
+}

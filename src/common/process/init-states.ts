@@ -109,3 +109,21 @@ class InitDeleted extends BaseState {
     return Promise.reject(notFound('process already deleted'));
   }
 }
+
+/** Upgrade, new image: the init state the old image was in. */
+export function restoredInitState(host: StateHost, name: StateName): ProcessState {
+  switch (name) {
+    case 'created':
+      return new InitCreated(host);
+    case 'createdCheckpoint':
+      return new InitCreatedCheckpoint(host);
+    case 'running':
+      return new InitRunning(host);
+    case 'paused':
+      return new InitPaused(host);
+    case 'stopped':
+      return new InitStopped(host);
+    case 'deleted':
+      return new InitDeleted(host);
+  }
+}

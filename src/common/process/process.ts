@@ -7,8 +7,8 @@ import type { ExitStatus, PlatformProcess, StdioSpec } from '../backend';
 import { internal } from '../errors';
 import { Deferred, Mutex } from '../mutex';
 import type { TaskStatus } from '../types';
-import { initialExecState } from './exec-states';
-import { initialInitState } from './init-states';
+import { initialExecState, restoredExecState } from './exec-states';
+import { initialInitState, restoredInitState } from './init-states';
 import type { ProcessState, StateHost, StateName } from './state';
 
 /** Pause and resume act on the whole container; only the init's states call them. */
@@ -50,6 +50,19 @@ export class ManagedProcess implements StateHost {
     this.kind = identity.execId === '' ? 'container' : 'process';
     this.state =
       identity.execId === '' ? initialInitState(this, options.fromCheckpoint ?? false) : initialExecState(this);
+  }
+
+  /**
+   * Upgrade, new image: back in the state the old image left it in, with its pid and exit. An exit
+   * already known was published by the old image, so waiters get it at once.
+   */
+  restore(state: StateName, pid: number, exit: ExitStatus | undefined): void {
+    this.state = this.isInit ? restoredInitState(this, state) : restoredExecState(this, state);
+    this.startedPid = pid;
+    if (exit) {
+      this.exitStatus = exit;
+      this.exit.resolve(exit);
+    }
   }
 
   /** container id for the init, exec id for an exec: the id containerd shows for this process */

@@ -152,6 +152,19 @@ export class FrameDecoder {
     }
   }
 
+  /**
+   * Upgrade: the bytes of the frame read only in part, exactly as they came (header included), so
+   * a new decoder fed them first continues where this one stopped. Throws while discarding an
+   * oversized frame, which cannot be handed over.
+   */
+  unconsumed(): Buffer {
+    if (this.discarding) throw new Error('ttrpc: an oversized frame is being discarded');
+    const head = this.header ? encodeFrame(this.header.streamId, this.header.type, this.header.flags, Buffer.alloc(0)) : EMPTY;
+    const header = this.header ? Buffer.from(head) : EMPTY;
+    if (this.header) header.writeUInt32BE(this.header.length, 0);
+    return Buffer.concat([header, ...this.chunks]);
+  }
+
   private fail(): void {
     this.failed = true;
     this.chunks = [];

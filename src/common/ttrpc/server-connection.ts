@@ -8,6 +8,8 @@ import { Code, ShimError, deadlineExceeded, errnoCode, toStatus, unavailable } f
 import { DecodedItem, Frame, FrameDecoder, MessageType, encodeFrame } from './frame';
 import type { CallContext, UnaryHandler } from './handler';
 import { Request, decodeRequest, encodeResponse } from './messages';
+import { stopReading } from '../upgrade/handles';
+import type { ConnectionState, PendingCallState } from '../upgrade/state';
 
 /** What a connection needs from the server that owns it. */
 export interface ConnectionHost {
@@ -21,6 +23,15 @@ export interface ConnectionHost {
 interface ActiveCall {
   readonly controller: AbortController;
   timer: NodeJS.Timeout | undefined;
+  readonly req: Request;
+  readonly deadline: number | undefined;
+}
+
+/** Upgrade: where a connection taken over from an old image stood. */
+export interface ConnectionResume {
+  lastStreamId: number;
+  /** bytes of a frame the old image had read only in part */
+  buffered: Buffer;
 }
 
 type Outcome = { ok: true; payload: unknown } | { ok: false; err: unknown };
@@ -41,8 +52,13 @@ export class ServerConnection {
   constructor(
     private readonly conn: Duplex,
     private readonly host: ConnectionHost,
+    resume?: ConnectionResume,
   ) {
     this.decoder = new FrameDecoder({ maxMessageBytes: host.maxMessageBytes });
+    if (resume) {
+      this.lastStreamId = resume.lastStreamId;
+      if (resume.buffered.length > 0) this.decoder.push(resume.buffered);
+    }
     conn.on('data', (chunk: Buffer) => this.onData(chunk));
     // Like Go ttrpc, EOF from the client ends the connection; in-flight calls are abandoned.
     conn.on('end', () => this.destroy());
@@ -68,6 +84,70 @@ export class ServerConnection {
   destroy(): void {
     this.markClosed();
     this.conn.destroy();
+  }
+
+  /** Upgrade: the underlying stream (its fd is handed over). */
+  get stream(): Duplex {
+    return this.conn;
+  }
+
+  /** Upgrade: stops reading; what was already read is still dispatched (it is in flight). */
+  pauseReading(): void {
+    for (const chunk of stopReading(this.conn)) this.onData(chunk);
+  }
+
+  resumeReading(): void {
+    this.conn.resume();
+  }
+
+  /** Upgrade: the calls still running, as (stream id, method). */
+  activeCalls(): Array<{ streamId: number; service: string; method: string }> {
+    return [...this.active].map(([streamId, c]) => ({ streamId, service: c.req.service, method: c.req.method }));
+  }
+
+  /** Upgrade: nothing written is still queued in user space. */
+  get flushed(): boolean {
+    return this.conn.writableLength === 0;
+  }
+
+  /** Upgrade: where this connection stands, for the new image. */
+  handover(fd: number): ConnectionState {
+    return {
+      fd,
+      lastStreamId: this.lastStreamId,
+      buffered: this.decoder.unconsumed().toString('base64'),
+      pending: [...this.active].map(([streamId, c]) => {
+        const p: PendingCallState = {
+          streamId,
+          service: c.req.service,
+          method: c.req.method,
+          payload: c.req.payload.toString('base64'),
+          metadata: c.req.metadata.map((kv) => [kv.key, kv.value] as [string, string]),
+        };
+        if (c.deadline !== undefined) p.deadline = Math.ceil(c.deadline);
+        return p;
+      }),
+    };
+  }
+
+  /**
+   * Upgrade, new image: a call the old image had accepted and not answered, run again on its
+   * stream id (Wait is idempotent). `extraMetadata` lets a handler know it is such a call.
+   */
+  resumeCall(p: PendingCallState, extraMetadata: Array<[string, string]> = []): void {
+    const req: Request = {
+      service: p.service,
+      method: p.method,
+      payload: Buffer.from(p.payload, 'base64'),
+      timeoutNano: p.deadline === undefined ? 0n : BigInt(Math.max(1, p.deadline - Date.now())) * 1_000_000n,
+      metadata: [...p.metadata, ...extraMetadata].map(([key, value]) => ({ key, value })),
+    };
+    const handler = this.host.resolve(req.service, req.method);
+    if (handler instanceof ShimError) {
+      this.sendStatus(p.streamId, handler.code, handler.message);
+      return;
+    }
+    this.startCall(p.streamId, req, handler);
   }
 
   private onData(chunk: Buffer): void {
@@ -134,9 +214,9 @@ export class ServerConnection {
   }
 
   private startCall(id: number, req: Request, handler: UnaryHandler): void {
-    const call: ActiveCall = { controller: new AbortController(), timer: undefined };
     // timeout_nano is relative; Go only applies it when positive.
     const deadline = req.timeoutNano > 0n ? Date.now() + Number(req.timeoutNano / 1000n) / 1000 : undefined;
+    const call: ActiveCall = { controller: new AbortController(), timer: undefined, req, deadline };
     if (deadline !== undefined && deadline - Date.now() <= MAX_TIMER_MS) {
       call.timer = setTimeout(() => this.expire(id, call), Math.max(0, deadline - Date.now()));
     }

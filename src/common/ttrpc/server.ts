@@ -9,7 +9,8 @@ import { ShimError, alreadyExists, invalidArgument, unimplemented } from '../err
 import { settlesWithin } from '../settle';
 import { DEFAULT_MAX_MESSAGE_BYTES } from './frame';
 import type { UnaryHandler } from './handler';
-import { ConnectionHost, ServerConnection } from './server-connection';
+import { ConnectionHost, ServerConnection, type ConnectionResume } from './server-connection';
+export type { ServerConnection } from './server-connection';
 
 export type { CallContext, UnaryHandler } from './handler';
 
@@ -71,6 +72,19 @@ export class TtrpcServer {
     }
     const connection = new ServerConnection(conn, this.host);
     if (!connection.closed) this.connections.add(connection);
+  }
+
+  /** Upgrade: the live connections. */
+  get liveConnections(): readonly ServerConnection[] {
+    return [...this.connections];
+  }
+
+  /** Upgrade, new image: a connection taken over from the old image, where it stood. */
+  resumeConnection(conn: Duplex, resume: ConnectionResume): ServerConnection | undefined {
+    const connection = new ServerConnection(conn, this.host, resume);
+    if (connection.closed) return undefined;
+    this.connections.add(connection);
+    return connection;
   }
 
   /** Accept connections from a listening (or about to listen) net.Server. */
