@@ -22,23 +22,17 @@ import { RUNTIME_TYPE, shimVersion } from './version';
 import {
   CONTROL_SERVICE, controlHandlers, handoverOf, isHoldingConnections, RESUMED_UPGRADE_METADATA, STATE_ENV, type HandoverHost,
 } from './upgrade/handover';
-import { decodeState, type HandoverState } from './upgrade/state';
+import { decodeState, type DaemonIdentityState, type HandoverState } from './upgrade/state';
 
 const SHUTDOWN_GRACE_MS = 5000;
 /** How long a spare waits for the rest of an adoption request once `start` has connected. */
 const ADOPTION_READ_MS = 5000;
 
-/** What a daemon serves and for whom: from argv/cwd/env at launch, or from an adoption request. */
-interface DaemonIdentity {
-  namespace: string;
-  id: string;
-  address: string;
-  publishBinary: string;
-  debug: boolean;
-  bundle: string;
-  ttrpcAddress: string | undefined;
-  protocol: Protocol;
-}
+/**
+ * What a daemon serves and for whom: from argv/cwd/env at launch, from an adoption request, or from
+ * an upgrade's state (which records the same fields; only ttrpc daemons are handed over).
+ */
+type DaemonIdentity = Omit<DaemonIdentityState, 'protocol'> & { protocol: Protocol };
 
 /**
  * The daemon's logger is configured once it knows its bundle, and at info level only when needed.
