@@ -60,6 +60,11 @@ class DaemonLog {
   };
 }
 
+/** A unix-socket listener whose path (when there is one) is removed when the daemon stops. */
+function socketListener(server: net.Server, ownSocket: string | undefined): DaemonListener {
+  return { server, ownSocket, remove: () => ownSocket && fs.rmSync(ownSocket, { force: true }) };
+}
+
 /** Where a daemon listens, and what to remove from the filesystem when it stops. */
 interface DaemonListener {
   server: net.Server;
@@ -99,7 +104,7 @@ export async function runDaemon(flags: ShimFlags, platform: Platform): Promise<v
     } else {
       // Remembered now: in a group the address file may later be rewritten, and the socket is ours alone.
       const ownSocket = ownSocketPath(flags, identity.bundle);
-      listener = { server: await openListener(flags), ownSocket, remove: () => ownSocket && fs.rmSync(ownSocket, { force: true }) };
+      listener = socketListener(await openListener(flags), ownSocket);
     }
     await serve(identity, backend, listener, platform);
     transport?.ready();
@@ -135,11 +140,10 @@ async function runRestoredDaemon(log: DaemonLog, stateFile: string, platform: Pl
     listener.once('error', reject);
     listener.listen({ fd: state.listenerFd }, () => resolve());
   });
-  const ownSocket = state.ownSocket;
   await serve(
     identity,
     backend,
-    { server: listener, ownSocket, remove: () => ownSocket && fs.rmSync(ownSocket, { force: true }) },
+    socketListener(listener, state.ownSocket),
     platform,
     state,
   );
@@ -236,8 +240,7 @@ export async function runSpare(flags: ShimFlags, platform: Platform): Promise<vo
       if (identity.debug) log.ensure();
       try {
         const backend = await platform.loadBackend({ namespace: identity.namespace, debug: identity.debug });
-        const ownSocket = request.socket;
-        await serve(identity, backend, { server: listener, ownSocket, remove: () => fs.rmSync(ownSocket, { force: true }) }, platform);
+        await serve(identity, backend, socketListener(listener, request.socket), platform);
       } catch (err) {
         answer(socket, { ok: false, code: 'FAILED', message: errorMessage(err) });
         listener.close();

@@ -6,7 +6,7 @@
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import { afterAll, describe, expect, it } from 'vitest';
-import { processesMatching } from './fixtures/system';
+import { argvOf, processesMatching } from './fixtures/system';
 import {
   Scratch, connectOnce, containerdEnv, isAlive, runShim, startArgs, waitUntil, type ShimBundle,
 } from './shim-wire-helpers';
@@ -30,7 +30,8 @@ async function sparesOf(containerd: string): Promise<number[]> {
 }
 
 function spareSocketOf(pid: number): string {
-  return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')[fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').indexOf('-spare') + 1] ?? '';
+  const argv = argvOf(fs.readFileSync(`/proc/${pid}/cmdline`));
+  return argv[argv.indexOf('-spare') + 1] ?? '';
 }
 
 /**
