@@ -81,9 +81,9 @@ export async function createWindowsContainer(request: CreateContainerRequest, de
       await system.terminate().catch(() => undefined);
       await system.close();
     });
-    const upstream = await connectUpstream(request.stdio);
-    undo.push(async () => closeUpstream(upstream));
-    const container = new WindowsContainer(id, bundle, spec, system, deps, mountedScratch);
+    const upstream = await connectUpstream(request.stdio, { containerId: id, namespace: request.namespace, tag: id });
+    undo.push(() => closeUpstream(upstream));
+    const container = new WindowsContainer(id, request.namespace, bundle, spec, system, deps, mountedScratch);
     container.createInit(spec.process ?? {}, request.stdio, upstream);
     return container;
   } catch (err) {
@@ -100,6 +100,7 @@ export class WindowsContainer implements PlatformContainer {
 
   constructor(
     readonly id: string,
+    namespace: string,
     readonly bundle: string,
     spec: OciSpec,
     readonly system: ComputeSystem,
@@ -107,7 +108,7 @@ export class WindowsContainer implements PlatformContainer {
     /** the scratch we mounted (undefined when the caller pre-mounted the volume) */
     private readonly scratch: string | undefined,
   ) {
-    this.host = { id, hcs: deps.hcs, io: deps.io, system, annotations: spec.annotations ?? {} };
+    this.host = { id, namespace, hcs: deps.hcs, io: deps.io, system, annotations: spec.annotations ?? {} };
   }
 
   createInit(process: OciProcess, stdio: CreateContainerRequest['stdio'], upstream: Awaited<ReturnType<typeof connectUpstream>>): void {
@@ -116,26 +117,46 @@ export class WindowsContainer implements PlatformContainer {
   }
 
   async createExec(request: ExecRequest): Promise<PlatformProcess> {
+    if (this.system.stateName === 'paused') throw failedPrecondition(`container ${this.id} is paused`);
     if (this.system.stateName !== 'running' || this.init.pid === 0 || this.init.hasExited) {
       throw failedPrecondition(`container ${this.id} init process is not running`);
     }
     const spec = parseProcessSpec(request.spec);
-    const exec = new WindowsExec(this.host, spec, request.stdio);
+    const exec = new WindowsExec(this.host, spec, request.stdio, request.execId);
     this.execs.add(exec);
     void exec.waitExit().then(() => this.execs.delete(exec));
     return exec;
   }
 
-  pause(): Promise<void> {
-    return Promise.reject(unimplemented('pause is not implemented for Windows containers'));
+  /**
+   * HcsPauseComputeSystem freezes the whole silo (runhcs answers NotImplemented here; tshim asks HCS,
+   * and a build that cannot pause a process-isolated container says so through its HRESULT, mapped
+   * like every other). The core's state machine has already refused a pause that is not running.
+   */
+  async pause(): Promise<void> {
+    try {
+      await this.system.pause();
+    } catch (err) {
+      throw toShimError(err);
+    }
   }
 
-  resume(): Promise<void> {
-    return Promise.reject(unimplemented('resume is not implemented for Windows containers'));
+  async resume(): Promise<void> {
+    try {
+      await this.system.resume();
+    } catch (err) {
+      throw toShimError(err);
+    }
   }
 
+  /**
+   * A documented refusal: HCS saves only virtual machines (HcsSaveComputeSystem needs a Hyper-V
+   * partition); a process-isolated container has no state HCS can write out or restore.
+   */
   checkpoint(): Promise<void> {
-    return Promise.reject(unimplemented('checkpoint is not implemented for Windows containers'));
+    return Promise.reject(
+      unimplemented('checkpoint of a process-isolated Windows container is not possible: HCS can save only Hyper-V virtual machines (HcsSaveComputeSystem), which tshim does not create'),
+    );
   }
 
   async pids(): Promise<number[]> {
@@ -206,8 +227,10 @@ export class WindowsContainer implements PlatformContainer {
     const { system } = this;
     try {
       if (system.stateName !== 'stopped' && system.stateName !== 'closed') {
-        await system.shutdown().catch((err: unknown) => logger.debug('shutdown', { id: this.id, error: err }));
-        if (!(await settlesWithin(system.exited, SYSTEM_STOP_MS))) {
+        // A frozen silo cannot run a graceful shutdown; it is terminated at once.
+        const graceful = system.stateName !== 'paused';
+        if (graceful) await system.shutdown().catch((err: unknown) => logger.debug('shutdown', { id: this.id, error: err }));
+        if (!graceful || !(await settlesWithin(system.exited, SYSTEM_STOP_MS))) {
           await system.terminate().catch((err: unknown) => logger.warn('terminate', { id: this.id, error: err }));
           await settlesWithin(system.exited, SYSTEM_STOP_MS);
         }

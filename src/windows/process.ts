@@ -17,6 +17,7 @@ import { ComputeSystem, type Hcs, type HcsProcess } from './hcs';
 import type { StdioIo } from './hcs-api';
 import { toShimError } from './hcs-errors';
 import { processParameters, signalAction, type OciProcess } from './schema';
+import type { LoggerIdentity } from './binary-logger';
 import { closeUpstream, connectUpstream, ProcessRelay, type Upstream } from './stdio';
 
 /** What a process needs from its container. */
@@ -26,6 +27,7 @@ export interface ProcessHost {
   readonly io: StdioIo;
   readonly system: ComputeSystem;
   readonly annotations: Record<string, string>;
+  readonly namespace: string;
 }
 
 /** Exit status of an exec forced out of created (never ran), as runhcs reports it. */
@@ -59,7 +61,7 @@ export abstract class WindowsProcess implements PlatformProcess {
 
   /** Dials containerd's pipes, creates the process, wires the relay, arms the exit. */
   protected async launch(): Promise<number> {
-    const upstream = this.upstream ?? (await connectUpstream(this.stdio));
+    const upstream = this.upstream ?? (await connectUpstream(this.stdio, this.loggerIdentity()));
     this.upstream = upstream;
     let proc: HcsProcess;
     try {
@@ -70,7 +72,7 @@ export abstract class WindowsProcess implements PlatformProcess {
       );
       proc = await this.host.system.createProcess(params);
     } catch (err) {
-      closeUpstream(upstream);
+      void closeUpstream(upstream);
       this.upstream = undefined;
       throw toShimError(err);
     }
@@ -104,6 +106,9 @@ export abstract class WindowsProcess implements PlatformProcess {
 
   protected abstract killNotStarted(signal: number, all: boolean): Promise<void>;
 
+  /** A binary:// logging driver's identity: the container's, with pipes of this process's own. */
+  protected abstract loggerIdentity(): LoggerIdentity;
+
   async resizePty(width: number, height: number): Promise<void> {
     if (!this.stdio.terminal || !this.proc) return;
     await this.proc.resizeConsole(width, height).catch((err: unknown) => {
@@ -121,9 +126,9 @@ export abstract class WindowsProcess implements PlatformProcess {
   /** Output drained and handles closed by now (exit path); the rest is idempotent. */
   async delete(): Promise<void> {
     if (this.proc && !this.exit.settled) throw failedPrecondition(`process ${this.pid} is still running`);
-    this.relay?.close();
-    if (this.upstream) closeUpstream(this.upstream);
+    const upstream = this.upstream;
     this.upstream = undefined;
+    await (this.relay ? this.relay.close() : upstream ? closeUpstream(upstream) : undefined);
     await this.proc?.close();
   }
 }
@@ -189,6 +194,10 @@ export class WindowsInit extends WindowsProcess {
     await this.teardown();
   }
 
+  protected loggerIdentity(): LoggerIdentity {
+    return { containerId: this.host.id, namespace: this.host.namespace, tag: this.host.id };
+  }
+
   /** Killed before Start: the container goes, and the init with it. */
   protected async killNotStarted(): Promise<void> {
     if (this.exit.settled) throw notFound(PROCESS_ALREADY_FINISHED);
@@ -199,6 +208,19 @@ export class WindowsInit extends WindowsProcess {
 }
 
 export class WindowsExec extends WindowsProcess {
+  constructor(
+    host: ProcessHost,
+    spec: OciProcess,
+    stdio: StdioSpec,
+    private readonly execId: string,
+  ) {
+    super(host, spec, stdio);
+  }
+
+  protected loggerIdentity(): LoggerIdentity {
+    return { containerId: this.host.id, namespace: this.host.namespace, tag: `${this.host.id}-${this.execId}` };
+  }
+
   start(): Promise<number> {
     if (this.host.system.stateName !== 'running') {
       return Promise.reject(failedPrecondition(`container ${this.host.id} is not running`));

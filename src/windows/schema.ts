@@ -5,8 +5,9 @@
  *
  * Refused, each with what is missing: Linux containers (spec.linux), Hyper-V isolation
  * (windows.hyperv: needs a utility VM), host-process containers, read-only roots, credential specs
- * and assigned devices (need CCG / device plumbing tshim does not have), endpoints without a
- * network namespace (needs HCN, computenetwork.dll), builds before RS5 (schema 1 only).
+ * (need container credential guard), device id types HCS cannot assign to a process-isolated
+ * container, endpoints without a network namespace (needs HCN, computenetwork.dll), builds before
+ * RS5 (schema 1 only).
  */
 import { failedPrecondition, invalidArgument } from '../common/errors';
 import type { LayerDescriptor } from './hcs-api';
@@ -36,7 +37,7 @@ export interface OciSpec {
     };
     hyperv?: { utilityVMPath?: string } | null;
     credentialSpec?: unknown;
-    devices?: unknown[];
+    devices?: Array<{ id?: string; idType?: string }>;
     ignoreFlushesDuringBoot?: boolean;
   };
 }
@@ -95,9 +96,6 @@ export function checkSupported(spec: OciSpec, windowsBuild: number): void {
   if (spec.windows.credentialSpec !== undefined && spec.windows.credentialSpec !== null) {
     throw failedPrecondition('windows.credentialSpec (gMSA) is not supported by tshim: it needs container credential guard setup');
   }
-  if (spec.windows.devices && spec.windows.devices.length > 0) {
-    throw failedPrecondition('windows.devices is not supported by tshim: device assignment is not implemented');
-  }
   const net = spec.windows.network;
   if (net?.endpointList && net.endpointList.length > 0 && !net.networkNamespace) {
     throw failedPrecondition('windows.network.endpointList without networkNamespace is not supported by tshim: creating an HCN namespace needs computenetwork.dll');
@@ -153,6 +151,9 @@ export function containerDocument(inputs: ContainerDocumentInputs): Record<strin
   const { directories, pipes } = mappedMounts(spec);
   if (directories.length > 0) container['MappedDirectories'] = directories;
   if (pipes.length > 0) container['MappedPipes'] = pipes;
+
+  const devices = assignedDevices(windows.devices ?? []);
+  if (devices.length > 0) container['AssignedDevices'] = devices;
 
   const memoryMB = annotationNumber(spec, ANNOTATION.memorySizeInMB) ?? (positive(resources.memory?.limit) !== undefined ? Math.floor(resources.memory!.limit! / 1024 / 1024) : undefined);
   if (memoryMB) container['Memory'] = { SizeInMB: memoryMB };
@@ -216,6 +217,31 @@ function mappedMounts(spec: OciSpec): { directories: object[]; pipes: object[] }
   }
   return { directories, pipes };
 }
+
+/**
+ * windows.devices → schema 2 `AssignedDevices` (process isolation: the host's device is exposed in
+ * the silo, hcsshim's parseAssignedDevices): an interface class GUID (`class`, or its newer name
+ * `vpci-class-guid`) exposes every device of that class; `vpci-location-path` one device instance.
+ */
+function assignedDevices(devices: ReadonlyArray<{ id?: string; idType?: string }>): object[] {
+  return devices.map((d, i) => {
+    if (!d.id) throw invalidArgument(`windows.devices[${i}]: id is empty`);
+    switch (d.idType) {
+      case 'class':
+      case 'vpci-class-guid':
+        if (!GUID.test(d.id)) throw invalidArgument(`windows.devices[${i}]: ${JSON.stringify(d.id)} is not an interface class GUID`);
+        return { InterfaceClassGuid: d.id };
+      case 'vpci-location-path':
+        return { Type: 'DeviceInstance', LocationPath: d.id };
+      default:
+        throw invalidArgument(
+          `windows.devices[${i}]: id type ${JSON.stringify(d.idType ?? '')} cannot be assigned to a process-isolated container (use class, vpci-class-guid or vpci-location-path; vpci-instance-id needs Hyper-V isolation)`,
+        );
+    }
+  });
+}
+
+const GUID = /^\{?[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\}?$/;
 
 /** Which of containerd's stdio paths are set: decides the CreateStd*Pipe flags. */
 export interface StdioFlags {

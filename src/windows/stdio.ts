@@ -15,6 +15,7 @@ import type { StdioSpec } from '../common/backend';
 import { failedPrecondition, invalidArgument, unavailable } from '../common/errors';
 import { logger } from '../common/log';
 import { settlesWithin } from '../common/settle';
+import { isBinaryUri, startBinaryLogger, type BinaryLogger, type LoggerIdentity } from './binary-logger';
 import type { ProcessInformation, StdioHandle, StdioIo } from './hcs-api';
 
 const CHUNK = 32 * 1024;
@@ -26,11 +27,12 @@ export interface Upstream {
   stdin?: net.Socket;
   stdout?: net.Socket;
   stderr?: net.Socket;
+  /** a `binary://` logging driver, which owns stdout and stderr */
+  logger?: BinaryLogger;
 }
 
 function checkPath(p: string, which: string): void {
   if (!p) return;
-  if (p.startsWith('binary://')) throw failedPrecondition(`${which}: binary:// logging is not supported by tshim on Windows`);
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(p)) throw invalidArgument(`${which}: unsupported stdio scheme in ${JSON.stringify(p)}`);
 }
 
@@ -54,9 +56,16 @@ function dial(p: string): Promise<net.Socket> {
   });
 }
 
-/** Dials containerd's pipes; on any failure closes what was opened. */
-export async function connectUpstream(spec: StdioSpec): Promise<Upstream> {
+/**
+ * Dials containerd's pipes; on any failure closes what was opened. A `binary://` stdout starts its
+ * logging driver instead, for stdout and stderr both (runhcs ignores stdin then too).
+ */
+export async function connectUpstream(spec: StdioSpec, who: LoggerIdentity): Promise<Upstream> {
   if (spec.terminal && spec.stderr) throw failedPrecondition('if using terminal, stderr must be empty');
+  if (isBinaryUri(spec.stdout)) {
+    const driver = await startBinaryLogger(spec.stdout, who);
+    return { stdout: driver.stdout, stderr: driver.stderr, logger: driver };
+  }
   checkPath(spec.stdin, 'stdin');
   checkPath(spec.stdout, 'stdout');
   checkPath(spec.stderr, 'stderr');
@@ -66,14 +75,16 @@ export async function connectUpstream(spec: StdioSpec): Promise<Upstream> {
     if (spec.stdout) up.stdout = await dial(spec.stdout);
     if (spec.stderr) up.stderr = await dial(spec.stderr);
   } catch (err) {
-    closeUpstream(up);
+    void closeUpstream(up);
     throw err;
   }
   return up;
 }
 
-export function closeUpstream(up: Upstream): void {
+/** Containerd's pipes are dropped; a logging driver gets the end of its pipes and time to exit. */
+export async function closeUpstream(up: Upstream): Promise<void> {
   up.stdin?.destroy();
+  if (up.logger) return up.logger.close();
   up.stdout?.destroy();
   up.stderr?.destroy();
 }
@@ -173,7 +184,7 @@ export class ProcessRelay {
     }
   }
 
-  close(): void {
-    closeUpstream(this.up);
+  close(): Promise<void> {
+    return closeUpstream(this.up);
   }
 }

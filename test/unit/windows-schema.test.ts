@@ -72,7 +72,17 @@ const DOCUMENT_CASES: Record<string, DocCase> = {
   'refuse-hostprocess': { spec: base({ annotations: { 'microsoft.com/hostprocess-container': 'true' } }) },
   'refuse-readonly-root': { spec: base({ root: { path: '', readonly: true } }) },
   'refuse-credential-spec': { spec: base({}, { credentialSpec: { ActiveDirectoryConfig: {} } }) },
-  'refuse-devices': { spec: base({}, { devices: [{ id: 'x', idType: 'class' }] }) },
+  'devices-class-and-location-path': {
+    spec: base({}, {
+      devices: [
+        { id: '5B45201D-F2F2-4F3B-85BB-30FF1F953599', idType: 'class' },
+        { id: '{4d36e978-e325-11ce-bfc1-08002be10318}', idType: 'vpci-class-guid' },
+        { id: 'PCIROOT(0)#PCI(0100)#PCI(0000)', idType: 'vpci-location-path' },
+      ],
+    }),
+  },
+  'refuse-device-instance-id': { spec: base({}, { devices: [{ id: 'PCI\\VEN_10DE&DEV_1EB8\\4&1', idType: 'vpci-instance-id' }] }) },
+  'refuse-device-class-not-a-guid': { spec: base({}, { devices: [{ id: 'gpu', idType: 'class' }] }) },
   'refuse-endpoints-without-namespace': { spec: base({}, { network: { endpointList: ['e1'] } }) },
   'refuse-cpu-settings-combined': { spec: base({}, { resources: { cpu: { count: 2, maximum: 5000 } } }) },
   'refuse-mount-without-source': { spec: base({ mounts: [{ source: '', destination: 'C:\\x' }] }) },

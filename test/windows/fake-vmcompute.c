@@ -65,6 +65,7 @@ typedef struct {
   int system;
   DWORD pid;
   HANDLE process;
+  HANDLE thread; /* the main thread, suspended while its system is paused */
   int exited;
   DWORD exitCode;
   wchar_t image[260];
@@ -513,7 +514,8 @@ EXPORT HR __stdcall HcsCloseComputeSystem(void *computeSystem) {
   return 0;
 }
 
-static HR transition(void *computeSystem, const char *op, int from, int to, uint32_t completion, wchar_t **result) {
+/* `before` runs (outside the lock) after the state changed and before the completion is sent. */
+static HR transition(void *computeSystem, const char *op, int from, int to, uint32_t completion, void (*before)(int system), wchar_t **result) {
   if (result) *result = NULL;
   EnterCriticalSection(&lock);
   Handle *hd = handleOf(computeSystem, 1);
@@ -531,6 +533,7 @@ static HR transition(void *computeSystem, const char *op, int from, int to, uint
   systems[s].state = to;
   int hi = (int)(uintptr_t)computeSystem - 1;
   LeaveCriticalSection(&lock);
+  if (before) before(s);
   deliver(hi, 1, s, completion, 0);
   return HR_PENDING;
 }
@@ -539,21 +542,37 @@ EXPORT HR __stdcall HcsStartComputeSystem(void *computeSystem, const wchar_t *op
   (void)options;
   logCall("HcsStartComputeSystem");
   FAIL_IF_INJECTED("HcsStartComputeSystem");
-  return transition(computeSystem, "start", S_CREATED, S_RUNNING, N_START_COMPLETED, result);
+  return transition(computeSystem, "start", S_CREATED, S_RUNNING, N_START_COMPLETED, NULL, result);
 }
+
+/* Pausing freezes the system's processes as HCS freezes a silo: their main threads are suspended. */
+static void freeze(int s, int suspend) {
+  int frozen = 0;
+  EnterCriticalSection(&lock);
+  for (int i = 0; i < MAX_PROCS; i++) {
+    if (!procs[i].used || procs[i].system != s || procs[i].exited || !procs[i].thread) continue;
+    DWORD r = suspend ? SuspendThread(procs[i].thread) : ResumeThread(procs[i].thread);
+    if (r != (DWORD)-1) frozen++;
+  }
+  LeaveCriticalSection(&lock);
+  logCall("%s %d processes", suspend ? "froze" : "thawed", frozen);
+}
+
+static void suspendAll(int s) { freeze(s, 1); }
+static void resumeAll(int s) { freeze(s, 0); }
 
 EXPORT HR __stdcall HcsPauseComputeSystem(void *computeSystem, const wchar_t *options, wchar_t **result) {
   (void)options;
   logCall("HcsPauseComputeSystem");
   FAIL_IF_INJECTED("HcsPauseComputeSystem");
-  return transition(computeSystem, "pause", S_RUNNING, S_PAUSED, N_PAUSE_COMPLETED, result);
+  return transition(computeSystem, "pause", S_RUNNING, S_PAUSED, N_PAUSE_COMPLETED, suspendAll, result);
 }
 
 EXPORT HR __stdcall HcsResumeComputeSystem(void *computeSystem, const wchar_t *options, wchar_t **result) {
   (void)options;
   logCall("HcsResumeComputeSystem");
   FAIL_IF_INJECTED("HcsResumeComputeSystem");
-  return transition(computeSystem, "resume", S_PAUSED, S_RUNNING, N_RESUME_COMPLETED, result);
+  return transition(computeSystem, "resume", S_PAUSED, S_RUNNING, N_RESUME_COMPLETED, resumeAll, result);
 }
 
 static HR stop(void *computeSystem, const char *op, wchar_t **result) {
@@ -799,7 +818,6 @@ EXPORT HR __stdcall HcsCreateProcess(void *computeSystem, const wchar_t *process
     if (job) SetInformationJobObject(job, JobObjectExtendedLimitInformation, &limits, sizeof limits);
   }
   if (job) AssignProcessToJobObject(job, pi.hProcess);
-  CloseHandle(pi.hThread);
   EnterCriticalSection(&lock);
   int p = -1;
   for (int i = 0; i < MAX_PROCS; i++)
@@ -812,6 +830,7 @@ EXPORT HR __stdcall HcsCreateProcess(void *computeSystem, const wchar_t *process
   procs[p].system = s;
   procs[p].pid = pi.dwProcessId;
   procs[p].process = pi.hProcess;
+  procs[p].thread = pi.hThread;
   wcsncpy(procs[p].image, commandLine, 259);
   for (wchar_t *c = procs[p].image; *c; c++)
     if (*c == L' ') {

@@ -169,6 +169,8 @@ const MESSAGES = {
   Shutdown: ['ShutdownRequest', 'google.protobuf.Empty'],
   Connect: ['ConnectRequest', 'ConnectResponse'],
   Pause: ['PauseRequest', 'google.protobuf.Empty'],
+  Resume: ['ResumeRequest', 'google.protobuf.Empty'],
+  Checkpoint: ['CheckpointTaskRequest', 'google.protobuf.Empty'],
   Update: ['UpdateTaskRequest', 'google.protobuf.Empty'],
 };
 
@@ -226,6 +228,21 @@ function fail(line) {
 
 const WAIT_FOREVER = 'set /p Z=';
 
+/** A binary:// log URI that runs test/windows/wine-logger.js with this node.exe; it reports to `report`. */
+function loggerUri(report) {
+  const exe = process.execPath.replace(/\\/g, '/');
+  const script = path.join(__dirname, 'wine-logger.js');
+  return `binary:///${exe}?${encodeURIComponent(script)}&${encodeURIComponent(report)}`;
+}
+
+function readReport(report) {
+  try {
+    return JSON.parse(fs.readFileSync(report, 'utf8'));
+  } catch (err) {
+    return { missing: err.message };
+  }
+}
+
 // ---------- scenarios ----------
 
 async function singleContainer() {
@@ -256,6 +273,15 @@ async function singleContainer() {
   record('e1.stdout', e1out.data);
   record('e1.delete', await call(client, 'Delete', { id, execId: 'e1' }));
 
+  // exec e4 logs through a binary:// driver: its stdout and stderr reach the driver's pipes
+  const e4report = path.join(config.work, 'e4-log.json');
+  const e4uri = loggerUri(e4report);
+  must('e4.exec', await call(client, 'Exec', { id, execId: 'e4', stdout: e4uri, stderr: e4uri, spec: execAny(['cmd.exe', '/c', 'echo exec-log& echo exec-err 1>&2& exit 4']) }));
+  must('e4.start', await call(client, 'Start', { id, execId: 'e4' }));
+  record('e4.wait', await call(client, 'Wait', { id, execId: 'e4' }));
+  record('e4.delete', await call(client, 'Delete', { id, execId: 'e4' }));
+  record('e4.log', readReport(e4report));
+
   // exec e2: a console process; resize, pids, stats while it runs, then SIGKILL
   const e2in = stdioPipe('e2-stdin');
   const e2out = stdioPipe('e2-stdout');
@@ -268,7 +294,20 @@ async function singleContainer() {
   const stats = await call(client, 'Stats', { id });
   record('c1.stats', stats.ok ? { ok: true, typeUrl: stats.value.stats.typeUrl, stats: unpackAny(stats.value.stats).message } : stats);
   record('c1.update', await call(client, 'Update', { id, resources: { typeUrl: 'types.containerd.io/opencontainers/runtime-spec/1/WindowsResources', value: Buffer.from(JSON.stringify({ memory: { limit: 300 * 1024 * 1024 } })) } }));
+  // pause/resume with the console exec e2 alive: both read as paused, nothing new may start
   record('c1.pause', await call(client, 'Pause', { id }));
+  record('c1.statePaused', await call(client, 'State', { id }));
+  record('e2.statePaused', await call(client, 'State', { id, execId: 'e2' }));
+  record('c1.pauseAgain', await call(client, 'Pause', { id }));
+  record('e3.execWhilePaused', await call(client, 'Exec', { id, execId: 'e3', spec: execAny(['cmd.exe', '/c', 'exit 0']) }));
+  record('c1.statsWhilePaused', await call(client, 'Stats', { id }));
+  record('c1.resume', await call(client, 'Resume', { id }));
+  record('c1.stateResumed', await call(client, 'State', { id }));
+  record('c1.resumeAgain', await call(client, 'Resume', { id }));
+  fail('HcsPauseComputeSystem 0x80070032');
+  record('c1.pauseUnsupported', await call(client, 'Pause', { id }));
+  record('c1.stateAfterFailedPause', await call(client, 'State', { id }));
+  record('c1.checkpoint', await call(client, 'Checkpoint', { id, path: 'C:\\checkpoints\\c1' }));
   must('e2.kill', await call(client, 'Kill', { id, execId: 'e2', signal: 9 }));
   record('e2.wait', await call(client, 'Wait', { id, execId: 'e2' }));
   record('e2.killAgain', await call(client, 'Kill', { id, execId: 'e2', signal: 9 }));
@@ -303,6 +342,18 @@ async function singleContainer() {
   fail('HcsCreateProcess 0x80070002');
   record('start1.start', await call(client, 'Start', { id: 'start1' }));
   record('start1.delete', await call(client, 'Delete', { id: 'start1' }));
+  // a task whose init logs through a binary:// driver started at Create; a driver that is not there
+  const log1report = path.join(config.work, 'log1-log.json');
+  const log1uri = loggerUri(log1report);
+  writeBundle('log1', spec('log1', ['cmd.exe', '/c', 'echo init-log& echo init-err 1>&2& exit 3']));
+  must('log1.create', await call(client, 'Create', { id: 'log1', bundle: bundleDir('log1'), rootfs: layerMount('log1'), stdout: log1uri, stderr: log1uri }));
+  must('log1.start', await call(client, 'Start', { id: 'log1' }));
+  record('log1.wait', await call(client, 'Wait', { id: 'log1' }));
+  record('log1.delete', await call(client, 'Delete', { id: 'log1' }));
+  record('log1.log', readReport(log1report));
+  writeBundle('log2', spec('log2', ['cmd.exe', '/c', 'exit 0']));
+  const missingDriver = 'binary:///C:/no/such/logger.exe';
+  record('log2.create', await call(client, 'Create', { id: 'log2', bundle: bundleDir('log2'), rootfs: layerMount('log2'), stdout: missingDriver, stderr: missingDriver }));
   record('unknown.state', await call(client, 'State', { id: 'nope' }));
   record('unknown.stats', await call(client, 'Stats', { id: 'nope' }));
 

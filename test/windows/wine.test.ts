@@ -35,8 +35,8 @@ const suite = missing && !mustRun ? describe.skip : describe;
 if (missing && !mustRun) console.warn(`Wine suite skipped: missing ${missing} (.ci/run installs them)`);
 
 const NS = 'tshim-wine';
-const STATUS = { CREATED: 1, RUNNING: 2, STOPPED: 3 } as const;
-const CODE = { NotFound: 5, FailedPrecondition: 9, Unimplemented: 12 } as const;
+const STATUS = { CREATED: 1, RUNNING: 2, STOPPED: 3, PAUSED: 4 } as const;
+const CODE = { NotFound: 5, FailedPrecondition: 9, Unimplemented: 12, Unavailable: 14 } as const;
 
 suite('Windows backend under Wine against a simulated HCS (stand-in vmcompute.dll; not HCS itself)', () => {
   let root = '';
@@ -158,12 +158,38 @@ suite('Windows backend under Wine against a simulated HCS (stand-in vmcompute.dl
     expect(ok('e1.delete')['exitStatus']).toBe(5);
   });
 
+  it("binary:// logging (the runhcs driver contract): an exec's and an init's stdout and stderr reach the driver; Delete waits for it; a missing driver fails Create", () => {
+    type Report = { args: string[]; env: Record<string, string>; stdout: string; stderr: string };
+    expect(ok('e4.wait')['exitStatus']).toBe(4);
+    ok('e4.delete');
+    const e4 = step('e4.log') as unknown as Report;
+    expect(e4.stdout).toContain('exec-log');
+    expect(e4.stderr).toContain('exec-err');
+    expect(e4.args[0]).toMatch(/wine-logger\.js$/);
+    expect(e4.args[1]).toMatch(/e4-log\.json$/);
+    expect(e4.env).toEqual({
+      CONTAINER_ID: 'c1',
+      CONTAINER_NAMESPACE: NS,
+      CONTAINER_STDOUT: '\\\\.\\pipe\\binary-c1-e4-stdout',
+      CONTAINER_STDERR: '\\\\.\\pipe\\binary-c1-e4-stderr',
+      CONTAINER_WAIT: '\\\\.\\pipe\\binary-c1-e4-wait',
+    });
+    expect(ok('log1.wait')['exitStatus']).toBe(3);
+    ok('log1.delete');
+    const log1 = step('log1.log') as unknown as Report;
+    expect(log1.stdout).toContain('init-log');
+    expect(log1.stderr).toContain('init-err');
+    expect(log1.env['CONTAINER_STDOUT']).toBe('\\\\.\\pipe\\binary-log1-stdout');
+    expect(refused('log2.create', CODE.Unavailable)).toContain('logger');
+    expect(calls.filter((c) => c.endsWith('C:\\snapshots\\log2')).slice(-1)[0]).toBe('DeactivateLayer C:\\snapshots\\log2');
+  });
+
   it('ResizePty on a console exec reaches HcsModifyProcess; Pids carries runhcs ProcessDetails; Stats is runhcs Statistics', () => {
     ok('e2.exec');
     const e2pid = ok('e2.start')['pid'] as number;
     ok('e2.resize');
     expect(calls).toContain('HcsModifyProcess {"Operation":"ConsoleSize","ConsoleSize":{"Height":24,"Width":80}}');
-    const params = JSON.parse(fs.readFileSync(path.join(root, 'control', 'c1.process.2.json'), 'utf8')) as Record<string, unknown>;
+    const params = JSON.parse(fs.readFileSync(path.join(root, 'control', 'c1.process.3.json'), 'utf8')) as Record<string, unknown>;
     expect(params).toMatchObject({ EmulateConsole: true, ConsoleSize: [25, 100], CreateStdInPipe: true, CreateStdOutPipe: true });
     const pids = step('c1.pids') as unknown as { ok: boolean; processes: Array<{ pid: number; typeUrl: string; details: Record<string, unknown> }> };
     expect(pids.ok).toBe(true);
@@ -179,10 +205,33 @@ suite('Windows backend under Wine against a simulated HCS (stand-in vmcompute.dl
     expect(stats.stats.windows['memory']['memoryUsagePrivateWorkingSetBytes']).toBe(2048);
   });
 
-  it('Update maps memory to a Modify request; Pause is Unimplemented as in runhcs', () => {
+  it('Update maps memory to a Modify request', () => {
     ok('c1.update');
     expect(calls).toContain('HcsModifyComputeSystem {"ResourcePath":"Container/Memory/SizeInMB","RequestType":"Update","Settings":300}');
-    refused('c1.pause', CODE.Unimplemented);
+  });
+
+  it('Pause/Resume freeze and thaw the compute system: PAUSED for the task and its exec, nothing starts while paused, events in order', () => {
+    ok('c1.pause');
+    expect(calls).toContain('froze 2 processes'); // the init and the console exec e2
+    expect(ok('c1.statePaused')['status']).toBe(STATUS.PAUSED);
+    expect(ok('e2.statePaused')['status']).toBe(STATUS.PAUSED);
+    refused('c1.pauseAgain', CODE.FailedPrecondition);
+    expect(refused('e3.execWhilePaused', CODE.FailedPrecondition)).toContain('paused');
+    expect(ok('c1.statsWhilePaused')).toBeDefined();
+    ok('c1.resume');
+    expect(calls).toContain('thawed 2 processes');
+    expect(ok('c1.stateResumed')['status']).toBe(STATUS.RUNNING);
+    refused('c1.resumeAgain', CODE.FailedPrecondition);
+    const c1 = topics('c1');
+    expect(c1.indexOf('/tasks/paused')).toBeGreaterThan(c1.indexOf('/tasks/exec-started:e2'));
+    expect(c1.indexOf('/tasks/resumed')).toBeGreaterThan(c1.indexOf('/tasks/paused'));
+  });
+
+  it('a Pause HCS cannot do (ERROR_NOT_SUPPORTED) is Unimplemented and leaves the task RUNNING; Checkpoint is the documented refusal', () => {
+    expect(refused('c1.pauseUnsupported', CODE.Unimplemented)).toMatch(/pause c1/i);
+    expect(ok('c1.stateAfterFailedPause')['status']).toBe(STATUS.RUNNING);
+    expect(refused('c1.checkpoint', CODE.Unimplemented)).toContain('HCS can save only Hyper-V virtual machines');
+    expect(topics('c1').filter((t) => t === '/tasks/paused')).toHaveLength(1);
   });
 
   it('Kill 9 terminates through fresh handles; a second kill is NotFound; an unmapped signal is FailedPrecondition', () => {
@@ -217,14 +266,19 @@ suite('Windows backend under Wine against a simulated HCS (stand-in vmcompute.dl
       '/tasks/exec-added:e1',
       '/tasks/exec-started:e1',
       '/tasks/exit',
+      '/tasks/exec-added:e4',
+      '/tasks/exec-started:e4',
+      '/tasks/exit',
       '/tasks/exec-added:e2',
       '/tasks/exec-started:e2',
+      '/tasks/paused',
+      '/tasks/resumed',
       '/tasks/exit',
       '/tasks/exit',
       '/tasks/delete',
     ]);
     const exits = results.events.filter((e) => e.topic === '/tasks/exit' && e.event?.['containerId'] === 'c1').map((e) => [e.event?.['id'], e.event?.['exitStatus']]);
-    expect(exits).toEqual([['e1', 5], ['e2', 1], ['c1', 7]]);
+    expect(exits).toEqual([['e1', 5], ['e4', 4], ['e2', 1], ['c1', 7]]);
     expect(results.events.every((e) => e.namespace === NS)).toBe(true);
   });
 
