@@ -45,6 +45,16 @@ export default defineConfig({
       {
         extends: true,
         test: {
+          // Every container of a namespace in one daemon (ShimGroup = namespace): the same suites
+          // must not tell the difference.
+          name: 'e2e-namespace-group',
+          include: CONTAINER_SUITES.filter((f) => !f.includes('checkpoint')),
+          env: { TSHIM_SHIM_GROUP: 'namespace', TSHIM_E2E_RUNTIMES: 'io.containerd.tshim.v2' },
+        },
+      },
+      {
+        extends: true,
+        test: {
           name: 'e2e-without-spare',
           include: CONTAINER_SUITES,
           // runc-v2 was already the reference in the first pass; this pass is about tshim alone.

@@ -7,7 +7,7 @@
  *
  * Every container here carries the annotation `io.containerd.runc.v2.group=<group>`, so `start`
  * hashes the group (not the id) into the socket name and containerd hands every one of them to the
- * same shim daemon (src/common/bootstrap.ts groupingKey; ctr 1.6 sets it with `--annotation`).
+ * same shim daemon (src/common/group.ts groupingKey; ctr 1.6 sets it with `--annotation`).
  */
 const fs = require('node:fs');
 

@@ -9,6 +9,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import type { ShimFlags } from './cli';
+import { groupingKey, groupPolicy, reserveDaemon } from './group';
 import {
   ADOPTION_DEADLINE_MS, ADOPTION_VERSION, plainEnv, requestAdoption, spareEnabled, spareSocketPath, type AdoptionRequest,
 } from './spare';
@@ -22,19 +23,6 @@ export interface StartResult {
   /** what containerd reads on our stdout */
   output: string;
   address: string;
-}
-
-/** Same grouping as the runc shim: a pod's containers share one daemon. */
-export function groupingKey(bundle: string, id: string): string {
-  try {
-    const spec = JSON.parse(fs.readFileSync(path.join(bundle, 'config.json'), 'utf8')) as {
-      annotations?: Record<string, string>;
-    };
-    const a = spec.annotations ?? {};
-    return a['io.containerd.runc.v2.group'] || a['io.kubernetes.cri.sandbox-id'] || id;
-  } catch {
-    return id;
-  }
 }
 
 export function socketAddress(containerdAddress: string, namespace: string, key: string, dir = DEFAULT_SOCKET_DIR): string {
@@ -78,12 +66,12 @@ export async function runStart(inputs: StartInputs): Promise<StartResult> {
   if (!flags.namespace) throw new Error('start: -namespace is required');
   const { parseStartStdin, decodeOptions } = await import('./options');
   const parsed = parseStartStdin(inputs.stdin, flags.id);
-  const { shimCgroup, noSpareDaemon } = await decodeOptions(parsed.options);
+  const { shimCgroup, noSpareDaemon, shimGroup } = await decodeOptions(parsed.options);
+  const env = inputs.env ?? process.env;
   const dir = parsed.bootstrap?.socketDir || DEFAULT_SOCKET_DIR;
-  const address = socketAddress(flags.address, flags.namespace, groupingKey(bundle, flags.id), dir);
+  const address = socketAddress(flags.address, flags.namespace, groupingKey(bundle, flags.id, groupPolicy(shimGroup, env)), dir);
   const sockPath = socketPath(address);
   if (Buffer.byteLength(sockPath) > UNIX_PATH_MAX) throw new Error(`socket path ${sockPath} is too long`);
-  const env = inputs.env ?? process.env;
   const spare = spareEnabled(env, !noSpareDaemon)
     ? spareSocketPath(dir, daemonCommand(inputs.selfCommand, env), flags.address, inputs.protocol)
     : undefined;
@@ -97,7 +85,7 @@ export async function runStart(inputs: StartInputs): Promise<StartResult> {
     await spawnSpareQuietly(inputs, spare as string);
     return { output: startOutput(address, inputs.protocol), address };
   }
-  const listener = await listenOrReuse(sockPath);
+  const listener = await listenOrReserve(sockPath, flags.id, inputs.protocol);
   if (listener === 'reused') {
     writeAddressFile(bundle, address);
     return { output: startOutput(address, inputs.protocol), address };
@@ -213,6 +201,21 @@ async function listenOrReuse(sockPath: string): Promise<net.Server | 'reused'> {
     }
   }
   throw new Error(`socket ${sockPath} stays in use`);
+}
+
+/**
+ * listenOrReuse for a container's own socket: a live daemon found there is reserved for the
+ * container first (group.ts). One that is ending has unlinked its socket when it says so, and the
+ * next attempt listens in its place. gRPC daemons do not serve tshim's ttrpc Control service and
+ * are reused as they are.
+ */
+async function listenOrReserve(sockPath: string, id: string, protocol: Protocol): Promise<net.Server | 'reused'> {
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const listener = await listenOrReuse(sockPath);
+    if (listener !== 'reused' || protocol === 'grpc') return listener;
+    if ((await reserveDaemon(sockPath, id)) === 'reserved') return 'reused';
+  }
+  throw new Error(`socket ${sockPath}: its daemon neither takes container ${id} nor goes away`);
 }
 
 export function listenPrivately(sockPath: string): Promise<net.Server> {

@@ -97,6 +97,11 @@ Environment:
   TSHIM_SPARE_IDLE_SECONDS=N      an idle spare exits after N seconds (default 600)
   TSHIM_SPARE_CHECK_SECONDS=N     an idle spare checks every N seconds that containerd is
                                   still there (default 10)
+  TSHIM_SHIM_GROUP=POLICY         which containers share a daemon: container, pod (default:
+                                  a CRI pod's), namespace (all of a namespace); the runtime
+                                  option ShimGroup wins
+  TSHIM_RESERVATION_SECONDS=N     how long a shared daemon waits for a container a start
+                                  reserved it for (default 60)
   TSHIM_DAEMON_NODE_FLAGS="…"     node flags for daemons and spares (default
                                   --max-semi-space-size=1; empty: none)
   UV_THREADPOOL_SIZE=N            Windows: libuv threads of the daemon (default 64; blocked

@@ -320,6 +320,9 @@ async function serve(
 
   const service = new TaskService(backend, publisher, identity.namespace, {
     requestShutdown: () => {
+      // No `start` may find this daemon from now on (group.ts: it would hand a container to a
+      // daemon that is ending); connections already open keep being served.
+      stopListening();
       // Let the Shutdown reply leave before the transport closes.
       setImmediate(() => void (stopping ??= stop()));
     },
@@ -364,10 +367,14 @@ async function serve(
   }
   listener.on('error', (err) => logger.error('listener error', { error: err }));
 
+  function stopListening(): void {
+    if (listener.listening) listener.close();
+    daemonListener.remove();
+  }
+
   async function stop(): Promise<void> {
     logger.info('shim shutting down');
-    listener.close();
-    daemonListener.remove();
+    stopListening();
     await closeTransport().catch((err: unknown) => logger.warn('closing transport', { error: err }));
     await publisher.close(SHUTDOWN_GRACE_MS).catch(() => undefined);
     await closeBackend(backend);

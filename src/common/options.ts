@@ -25,6 +25,8 @@ export interface RuntimeOptions {
   criuWorkPath: string;
   /** tshim's own: never adopt or keep a spare daemon for this runtime (see spare.ts) */
   noSpareDaemon: boolean;
+  /** tshim's own: which containers share a daemon, `container` | `pod` | `namespace` (group.ts); empty: TSHIM_SHIM_GROUP, else pod */
+  shimGroup: string;
 }
 
 export const DEFAULT_OPTIONS: RuntimeOptions = Object.freeze({
@@ -40,6 +42,7 @@ export const DEFAULT_OPTIONS: RuntimeOptions = Object.freeze({
   criuImagePath: '',
   criuWorkPath: '',
   noSpareDaemon: false,
+  shimGroup: '',
 });
 
 export const RUNC_OPTIONS_TYPE = 'containerd.runc.v1.Options';
@@ -113,6 +116,7 @@ export const TOML_KEYS: Readonly<Record<string, [OptionKey, FieldKind]>> = {
   CriuImagePath: ['criuImagePath', 'string'],
   CriuWorkPath: ['criuWorkPath', 'string'],
   NoSpareDaemon: ['noSpareDaemon', 'bool'],
+  ShimGroup: ['shimGroup', 'string'],
 };
 
 function isTable(v: unknown): v is Record<string, unknown> {
@@ -261,6 +265,7 @@ const JSON_KEYS: Record<OptionKey, string> = {
   criuImagePath: 'criu_image_path',
   criuWorkPath: 'criu_work_path',
   noSpareDaemon: 'no_spare_daemon',
+  shimGroup: 'shim_group',
 };
 
 export function toOptionsJson(o: RuntimeOptions): string {

@@ -5,7 +5,7 @@
  */
 import type { Backend, StdioSpec } from './backend';
 import { Container } from './container';
-import { alreadyExists, invalidArgument, notFound } from './errors';
+import { alreadyExists, failedPrecondition, invalidArgument, notFound } from './errors';
 import type { EventSink } from './events';
 import { logger } from './log';
 import { packAny, toTimestamp } from './proto';
@@ -14,17 +14,34 @@ import type { ContainerStateRecord } from './upgrade/state';
 import { shimVersion } from './version';
 
 export interface ServiceHost {
-  /** called when Shutdown finds no container left */
+  /**
+   * Called once, when Shutdown (or a lapsed reservation) finds nothing left to serve. The host
+   * stops accepting connections before it returns, so no `start` can find this daemon afterwards.
+   */
   requestShutdown(): void;
 }
 
 const ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,75}$/;
+/**
+ * How long a reservation (group.ts) holds an empty daemon for a Create that has not come: far
+ * beyond containerd's own path from a shim's `start` to its Create, short enough that a start whose
+ * containerd gave up does not keep a daemon alive for long.
+ */
+export const RESERVATION_MS = 60_000;
+
+function reservationMs(): number {
+  const seconds = Number(process.env['TSHIM_RESERVATION_SECONDS']);
+  return Number.isFinite(seconds) && seconds > 0 ? seconds * 1000 : RESERVATION_MS;
+}
 /** `<bundle>/<exec id>.pid` would be the init's pid file */
 const RESERVED_EXEC_ID = 'init';
 
 export class TaskService {
   private readonly containers = new Map<string, Container>();
   private readonly creating = new Set<string>();
+  /** containers a `start` reserved this daemon for, with the timer that lets each lapse */
+  private readonly reservations = new Map<string, NodeJS.Timeout>();
+  private ending = false;
 
   constructor(
     private readonly backend: Backend,
@@ -75,8 +92,41 @@ export class TaskService {
     return this.containers.size + this.creating.size;
   }
 
+  /**
+   * Holds the daemon for container `id` until its Create (group.ts). False once the daemon is
+   * ending: its socket is gone by then, and `start` launches a new daemon.
+   */
+  reserve(id: string): boolean {
+    if (this.ending) return false;
+    clearTimeout(this.reservations.get(id));
+    const timer = setTimeout(() => {
+      this.reservations.delete(id);
+      logger.info('reservation lapsed without a Create', { id });
+      this.endIfIdle();
+    }, reservationMs());
+    timer.unref();
+    this.reservations.set(id, timer);
+    return true;
+  }
+
+  private releaseReservation(id: string): void {
+    clearTimeout(this.reservations.get(id));
+    this.reservations.delete(id);
+  }
+
+  /** Nothing served, created, or reserved: the daemon ends (decided once, synchronously). */
+  private endIfIdle(): boolean {
+    if (this.ending) return true;
+    if (this.containerCount > 0 || this.reservations.size > 0) return false;
+    this.ending = true;
+    this.host.requestShutdown();
+    return true;
+  }
+
   async create(r: T.CreateTaskRequest): Promise<T.CreateTaskResponse> {
     if (!ID_PATTERN.test(r.id)) throw invalidArgument(`invalid container id ${JSON.stringify(r.id)}`);
+    this.releaseReservation(r.id);
+    if (this.ending) throw failedPrecondition(`shim is shutting down: container ${r.id} cannot be created here`);
     if (this.containers.has(r.id) || this.creating.has(r.id)) {
       throw alreadyExists(`container ${r.id}: already exists`);
     }
@@ -236,12 +286,13 @@ export class TaskService {
     return { shimPid: process.pid, taskPid: container?.init.pid ?? 0, version: shimVersion() };
   }
 
-  async shutdown(_r: T.ShutdownRequest): Promise<T.Empty> {
-    if (this.containerCount > 0) {
-      logger.debug('shutdown requested while containers remain', { count: this.containerCount });
-      return {};
+  async shutdown(r: T.ShutdownRequest): Promise<T.Empty> {
+    // containerd is done with this container: a start's reservation for it (its Create never came
+    // or failed) holds nothing any more.
+    this.releaseReservation(r.id);
+    if (!this.endIfIdle()) {
+      logger.debug('shutdown requested while containers remain or are reserved', { count: this.containerCount, reserved: this.reservations.size });
     }
-    this.host.requestShutdown();
     return {};
   }
 

@@ -570,3 +570,50 @@ describe('-debug daemon logging into the bundle log FIFO', () => {
     expect(lines.some((l) => l.includes('msg="shim shutting down"'))).toBe(true);
   });
 });
+
+// ---------------------------------------------------------------------------------------------
+
+describe('reservations: a shared daemon waits for the container a start reserved it for (group.ts)', () => {
+  const reserve = async (socketPath: string, id: string): Promise<boolean> => {
+    const client = await TtrpcClient.connect(socketPath, { timeoutMs: 3000 });
+    try {
+      const reply = await client.call('tshim.v1.Control', 'Reserve', codec<object>('tshim.v1.ReserveRequest').encode({ id }), { timeoutMs: 3000 });
+      return codec<{ reserved: boolean }>('tshim.v1.ReserveResponse').decode(reply).reserved;
+    } finally {
+      client.close();
+    }
+  };
+
+  it('Shutdown leaves a reserved daemon serving; the reservation lapses and the daemon ends by itself', async () => {
+    const b = scratch.bundle('reserved');
+    const { pid } = await startDaemon(b, { env: { TSHIM_RESERVATION_SECONDS: '2' } });
+    expect(await reserve(b.socketPath, 'next-container')).toBe(true);
+    expect(await shutdownOverTtrpc(b.socketPath, b.id)).toBe('replied');
+    // still serving after the Shutdown: Connect answers from the same daemon
+    expect((await connectOnce(b.socketPath, b.id)).shimPid).toBe(pid);
+    // no Create comes: after the reservation lapses, nothing is left to serve
+    await expectDaemonGone(b, pid);
+  });
+
+  it('an ending daemon refuses a reservation, its socket already gone; a start then launches a new daemon', async () => {
+    const b = scratch.bundle('ending');
+    const { pid } = await startDaemon(b);
+    const client = await TtrpcClient.connect(b.socketPath, { timeoutMs: 3000 });
+    try {
+      await client.call(TASK_SERVICE_V2, 'Shutdown', shutdownRequest.encode({ id: b.id, now: false }), { timeoutMs: 3000 });
+      // the daemon decided to end before it replied: its socket was unlinked first
+      expect(fs.existsSync(b.socketPath)).toBe(false);
+      const reply = await client.call('tshim.v1.Control', 'Reserve', codec<object>('tshim.v1.ReserveRequest').encode({ id: 'late' }), { timeoutMs: 3000 }).catch((err: ShimError) => err);
+      // the reply can lose the race with the daemon's exit; a reservation it is not
+      if (!(reply instanceof ShimError)) expect(codec<{ reserved: boolean }>('tshim.v1.ReserveResponse').decode(reply).reserved).toBe(false);
+    } finally {
+      client.close();
+    }
+    await expectDaemonGone(b, pid);
+    const { run, pid: next } = await startDaemon(b);
+    expectCleanStart(run, b.expectedAddress);
+    expect(next).not.toBe(pid);
+    expect(await shutdownOverTtrpc(b.socketPath, b.id)).toMatch(/replied|closed/);
+    await expectDaemonGone(b, next);
+  });
+});

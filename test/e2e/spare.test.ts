@@ -13,20 +13,10 @@ import {
   type Containerd,
 } from './harness';
 import { importBusyboxImage } from './image';
-import { delay, type ProcessInfo } from './fixtures/system';
-import { scratchDir } from './fixtures/suite';
+import type { ProcessInfo } from './fixtures/system';
+import { scratchDir, until } from './fixtures/suite';
 
 const RUNTIME = 'io.containerd.tshim.v2';
-
-async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 20_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await delay(100);
-  }
-}
 
 const oneSpare = (cd: Containerd): Promise<ProcessInfo> =>
   until('exactly one spare', async () => {

@@ -4,8 +4,9 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
-  DAEMON_NODE_FLAGS, daemonCommand, groupingKey, socketAddress, startOutput, writeAddressFile,
+  DAEMON_NODE_FLAGS, daemonCommand, socketAddress, startOutput, writeAddressFile,
 } from '../../src/common/bootstrap';
+import { groupingKey } from '../../src/common/group';
 
 describe('bootstrap helpers', () => {
   it('derives the socket as the runc shim does (sha256 of address/ns/key)', () => {

@@ -81,6 +81,7 @@ describe('decodeOptions', () => {
       criuImagePath: '/img',
       criuWorkPath: '/work',
       noSpareDaemon: false,
+      shimGroup: '',
     };
     expect(await decodeOptions(any)).toEqual(expected);
   });

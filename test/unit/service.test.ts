@@ -1,6 +1,6 @@
 import { beforeEach, describe, expect, it, vi } from 'vitest';
 import { Code, ShimError } from '../../src/common/errors';
-import { TaskService } from '../../src/common/service';
+import { RESERVATION_MS, TaskService } from '../../src/common/service';
 import { TaskStatus } from '../../src/common/types';
 import { FakeBackend, outcome, RecordingSink } from './fake-backend';
 
@@ -178,5 +178,78 @@ describe('TaskService against a fake backend', () => {
     await create('a');
     backend.containers.get('a')!.hooks.onOom();
     expect(sink.events.at(-1)).toMatchObject({ topic: '/tasks/oom', event: { containerId: 'a' } });
+  });
+});
+
+describe('reservations for a shared daemon (group.ts)', () => {
+  let backend: FakeBackend;
+  let shutdowns: number;
+  let service: TaskService;
+
+  beforeEach(() => {
+    backend = new FakeBackend();
+    shutdowns = 0;
+    service = new TaskService(backend, new RecordingSink(), 'default', { requestShutdown: () => shutdowns++ });
+  });
+
+  const create = (id: string): Promise<unknown> =>
+    service.create({ id, bundle: '/b/' + id, rootfs: [], terminal: false, stdin: '', stdout: '', stderr: '', checkpoint: '', parentCheckpoint: '', options: null } as never);
+
+  it('a reserved daemon outlives a Shutdown with no container; the Create takes the reservation, the next Shutdown ends it', async () => {
+    expect(service.reserve('next')).toBe(true);
+    await service.shutdown({ id: 'prev', now: false } as never);
+    expect(shutdowns).toBe(0);
+    await create('next');
+    backend.containers.get('next')!.init.exit(0);
+    await service.delete({ id: 'next', execId: '' } as never);
+    await service.shutdown({ id: 'next', now: false } as never);
+    expect(shutdowns).toBe(1);
+  });
+
+  it('an ending daemon refuses reservations and Creates, and ends only once', async () => {
+    await service.shutdown({ id: 'prev', now: false } as never);
+    expect(shutdowns).toBe(1);
+    expect(service.reserve('late')).toBe(false);
+    expect(await outcome(create('late'))).toBe(Code.FailedPrecondition);
+    await service.shutdown({ id: 'prev', now: false } as never);
+    expect(shutdowns).toBe(1);
+  });
+
+  it('a reservation whose Create never comes lapses and ends the empty daemon', async () => {
+    vi.useFakeTimers();
+    try {
+      expect(service.reserve('ghost')).toBe(true);
+      await service.shutdown({ id: 'prev', now: false } as never);
+      expect(shutdowns).toBe(0);
+      vi.advanceTimersByTime(RESERVATION_MS);
+      expect(shutdowns).toBe(1);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('a lapsed reservation leaves a daemon with containers running', async () => {
+    vi.useFakeTimers();
+    try {
+      await create('a');
+      expect(service.reserve('ghost')).toBe(true);
+      vi.advanceTimersByTime(RESERVATION_MS);
+      expect(shutdowns).toBe(0);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+});
+
+describe('reservations released by containerd', () => {
+  it('a Shutdown for the reserved container itself releases its reservation', async () => {
+    let shutdowns = 0;
+    const service = new TaskService(new FakeBackend(), new RecordingSink(), 'default', { requestShutdown: () => shutdowns++ });
+    expect(service.reserve('gave-up')).toBe(true);
+    expect(service.reserve('other')).toBe(true);
+    await service.shutdown({ id: 'gave-up', now: false } as never);
+    expect(shutdowns).toBe(0);
+    await service.shutdown({ id: 'other', now: false } as never);
+    expect(shutdowns).toBe(1);
   });
 });

@@ -28,7 +28,7 @@ import * as path from 'node:path';
 import { Code, ShimError } from '../errors';
 import type { Backend, HandoverPlatform, Platform } from '../backend';
 import type { Publisher } from '../events';
-import { failedPrecondition, unavailable } from '../errors';
+import { failedPrecondition, invalidArgument, unavailable } from '../errors';
 import { logger } from '../log';
 import { codec } from '../proto';
 import type { TaskService } from '../service';
@@ -39,7 +39,8 @@ import {
   decodeState, encodeState, READABLE_STATE_VERSIONS, STATE_FORMAT, STATE_VERSION, type DaemonIdentityState, type HandoverState,
 } from './state';
 
-export const CONTROL_SERVICE = 'tshim.v1.Control';
+import { CONTROL_SERVICE } from '../group';
+export { CONTROL_SERVICE };
 /** Set on the inherited Upgrade call when the new image runs it again: answer, do not upgrade. */
 export const RESUMED_UPGRADE_METADATA = 'tshim-resumed-upgrade';
 export const STATE_ENV = 'TSHIM_UPGRADE_STATE';
@@ -105,6 +106,11 @@ export function controlHandlers(host: HandoverHost): Record<string, UnaryHandler
         launcher: host.launcher,
         protocol: host.identity.protocol,
       }),
+    Reserve: async (payload) => {
+      const { id } = codec<{ id: string }>('tshim.v1.ReserveRequest').decode(payload);
+      if (!id) throw invalidArgument('Reserve: id is empty');
+      return codec<object>('tshim.v1.ReserveResponse').encode({ reserved: !upgrading && host.service.reserve(id) });
+    },
     Upgrade: async (payload, ctx) => {
       const encode = (r: UpgradeResult): Uint8Array => codec<object>('tshim.v1.UpgradeResponse').encode(r);
       if (ctx.metadata.has(RESUMED_UPGRADE_METADATA)) {
