@@ -35,6 +35,7 @@ const MiB = 1024;
  * @property {string} runtime containerd runtime type
  * @property {string} binary the shim executable containerd resolves for it
  * @property {string} shimName
+ * @property {string[]} [extraArgs] more `ctr run` flags (e.g. a runtime config file)
  */
 
 /** @type {readonly Runtime[]} */
@@ -91,6 +92,8 @@ const rowsFor = (o) => [
   { id: 'pdMarginal', label: 'Private_Dirty per extra grouped container', unit: 'MiB', kind: 'value' },
   { id: 'podsPss', label: `PSS total of all shims, ${o.pods} pods x 2`, unit: 'MiB', kind: 'value' },
   { id: 'podsPd', label: `Private_Dirty total, ${o.pods} pods x 2`, unit: 'MiB', kind: 'value' },
+  { id: 'podsPssNs', label: `PSS total, ${o.pods} pods x 2: runc per pod, tshim ShimGroup=namespace`, unit: 'MiB', kind: 'value' },
+  { id: 'podsPdNs', label: `Private_Dirty total, ${o.pods} pods x 2: runc per pod, tshim ShimGroup=namespace`, unit: 'MiB', kind: 'value' },
   { id: 'sparePd', label: 'idle spare daemon: Private_Dirty (runc: none)', unit: 'MiB', kind: 'value' },
   { id: 'sparePss', label: 'idle spare daemon: PSS (runc: none)', unit: 'MiB', kind: 'value' },
   { id: 'nodePd', label: 'idle `node` process: Private_Dirty (floor)', unit: 'MiB', kind: 'value' },
@@ -477,7 +480,8 @@ async function startMany({ cd, image, results }, rt, specs, row) {
   const ok = [];
   await pool(specs, 4, async ({ id, annotations }) => {
     try {
-      await cd.ctr(['run', '-d', '--runtime', rt.runtime, ...annotations.flatMap((a) => ['--annotation', a]), image, id, 'sleep', LONG_SLEEP], 120_000);
+      const args = ['run', '-d', '--runtime', rt.runtime, ...(rt.extraArgs ?? []), ...annotations.flatMap((a) => ['--annotation', a])];
+      await cd.ctr([...args, image, id, 'sleep', LONG_SLEEP], 120_000);
       ok.push(id);
     } catch (err) {
       results.fail(row, rt.key, err);
@@ -647,9 +651,42 @@ async function benchPods(ctx) {
       const m = shimMemory(ctx, rt, opts.pods, 'pods');
       results.add('podsPss', rt.key, m.pss);
       results.add('podsPd', rt.key, m.pd);
+      if (rt.key === 'runc') {
+        results.add('podsPssNs', rt.key, m.pss);
+        results.add('podsPdNs', rt.key, m.pd);
+      }
     }
   } finally {
     await removeContainers(cd, created);
+  }
+  await benchPodsNamespacePolicy(ctx);
+}
+
+/**
+ * The same pods for tshim alone under ShimGroup = namespace (src/common/group.ts), set through a
+ * runtime config file as an operator would: every container of the namespace in one daemon. Its
+ * runc side is the per-pod figure of the same run.
+ * @param {Ctx} ctx
+ */
+async function benchPodsNamespacePolicy(ctx) {
+  const { cd, opts, results } = ctx;
+  const rt = /** @type {Runtime} */ (RUNTIMES.find((r) => r.key === 'tshim'));
+  const config = path.join(cd.dir, 'tshim-namespace-group.toml');
+  fs.writeFileSync(config, 'ShimGroup = "namespace"\n');
+  const specs = [];
+  for (let p = 0; p < opts.pods; p++) {
+    for (let c = 0; c < 2; c++) specs.push({ id: `nspod-${p}-${c}`, annotations: [`${GROUP_ANNOTATION}=nspod-${p}`] });
+  }
+  try {
+    const started = await startMany(ctx, { ...rt, extraArgs: ['--runtime-config-path', config] }, specs, 'podsPssNs');
+    if (started.length !== specs.length) results.note(`pods (namespace policy): ${started.length}/${specs.length} containers started`);
+    await prepareSpare(ctx, false, 'memory');
+    await delay(opts.settleMs);
+    const m = shimMemory(ctx, rt, 1, 'pods (namespace policy)');
+    results.add('podsPssNs', rt.key, m.pss);
+    results.add('podsPdNs', rt.key, m.pd);
+  } finally {
+    await removeContainers(cd, specs.map((s) => s.id));
   }
 }
 

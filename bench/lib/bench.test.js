@@ -87,6 +87,9 @@ test('argvOf splits a NUL argv, and a retitled process (an adopted spare) on spa
   assert.deepEqual(argv, title.split(' '));
   const match = shimDaemonMatcher('containerd-shim-tshim-v2', '/tmp/tsb-x/c.sock', 'ns1');
   assert.equal(match(argv), true, 'an adopted spare is counted as a shim daemon');
+  const launched = ['/usr/bin/node', '--max-semi-space-size=1', '/repo/bin/containerd-shim-tshim-v2', '-namespace', 'ns1', '-id', 'c2', '-address', '/tmp/tsb-x/c.sock'];
+  assert.equal(match(launched), true, 'a daemon launched with node flags before its script is counted too');
+  assert.equal(match([...launched, 'start']), false, 'a start helper is not a daemon');
   assert.deepEqual(argvOf(Buffer.alloc(0)), []);
 });
 

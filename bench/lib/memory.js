@@ -3,7 +3,7 @@
 /**
  * Finds the shim daemons one runtime runs for the private containerd and measures them. A shim
  * daemon is recognised by its argv: the runtime's binary name (argv[0] for the Go shim, the script
- * argument for the Node one), `-address <our socket>` and `-namespace <our namespace>`, and no
+ * argument for the Node one, after any node flags), `-address <our socket>` and `-namespace <our namespace>`, and no
  * action word (a `start`/`delete` process is a short-lived helper, not the daemon).
  */
 const path = require('node:path');
@@ -30,8 +30,10 @@ function shimDaemonMatcher(shimName, address, namespace) {
       return at >= 0 ? argv[at + 1] : undefined;
     };
     const last = argv[argv.length - 1];
+    // node flags (a launched daemon's --max-semi-space-size) may come before the script
+    const flagsAt = argv.indexOf('-namespace');
     return (
-      argv.slice(0, 2).some((a) => path.basename(a) === shimName) &&
+      argv.slice(0, flagsAt >= 0 ? flagsAt : 2).some((a) => path.basename(a) === shimName) &&
       flag('-address') === address &&
       flag('-namespace') === namespace &&
       last !== 'start' &&

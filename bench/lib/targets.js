@@ -33,6 +33,7 @@ const TARGETS = [
   { label: 'CRI container stop', kind: 'ratioMax', row: 'criCtrStop', limit: 1.5 },
   { label: 'Private_Dirty per extra grouped container', kind: 'tshimMax', row: 'pdMarginal', limit: 0.5 },
   { label: 'PSS of all shims, pods x 2 (per-pod grouping)', kind: 'ratioMax', row: 'podsPss', limit: 0.5 },
+  { label: 'PSS of all shims, pods x 2 (tshim namespace policy vs runc per pod)', kind: 'ratioMax', row: 'podsPssNs', limit: 0.5 },
 ];
 
 /**
