@@ -137,6 +137,9 @@ interface Bindings {
   setsid: Fn;
   getpagesize: Fn;
   execve: Fn;
+  epoll_create1: Fn;
+  epoll_ctl: Fn;
+  epoll_wait: Fn & { async: (...args: unknown[]) => void };
   strerror: (errnum: number) => string;
   winsize: Koffi.IKoffiCType;
   cmsghdr: Koffi.IKoffiCType;
@@ -205,6 +208,15 @@ function libc(): Bindings {
     // int execve(const char *pathname, char *const argv[], char *const envp[]);
     // Both arrays end with a NULL pointer (the trailing null of the JS arrays passed in).
     execve: lib.func('int execve(const char *pathname, const char **argv, const char **envp)'),
+    // int epoll_create1(int flags);
+    epoll_create1: lib.func('int epoll_create1(int flags)'),
+    // int epoll_ctl(int epfd, int op, int fd, struct epoll_event *event);
+    // struct epoll_event { uint32_t events; epoll_data_t data; } is packed on x86-64 (12 bytes),
+    // naturally aligned elsewhere (16): passed as bytes laid out by epollEventLayout().
+    epoll_ctl: lib.func('int epoll_ctl(int epfd, int op, int fd, void *event)'),
+    // int epoll_wait(int epfd, struct epoll_event *events, int maxevents, int timeout);
+    // Called in koffi's async mode: it blocks on a libuv threadpool thread, not the event loop.
+    epoll_wait: lib.func('int epoll_wait(int epfd, _Out_ void *events, int maxevents, int timeout)') as Fn & { async: (...args: unknown[]) => void },
     // char *strerror(int errnum);
     strerror: lib.func('const char *strerror(int errnum)') as (errnum: number) => string,
     winsize,
@@ -323,6 +335,51 @@ export function eventfd(initval: number, flags: number): number {
   const fd = libc().eventfd(initval, flags);
   if (fd < 0) fail('eventfd');
   return fd;
+}
+
+export const EPOLL_CLOEXEC = 0o2000000;
+export const EPOLL_CTL_ADD = 1;
+export const EPOLL_CTL_DEL = 2;
+export const EPOLLIN = 0x1;
+
+/** Size of struct epoll_event and where its data member sits (see the epoll_ctl binding). */
+function epollEventLayout(): { size: number; dataOffset: number } {
+  return process.arch === 'x64' ? { size: 12, dataOffset: 4 } : { size: 16, dataOffset: 8 };
+}
+
+/** epoll_create1(EPOLL_CLOEXEC) */
+export function epollCreate(): number {
+  const fd = libc().epoll_create1(EPOLL_CLOEXEC);
+  if (fd < 0) fail('epoll_create1');
+  return fd;
+}
+
+/** epoll_ctl(epfd, op, fd, {events, data.fd = fd}) */
+export function epollCtl(epfd: number, op: number, fd: number, events: number): void {
+  const { size, dataOffset } = epollEventLayout();
+  const event = Buffer.alloc(size);
+  event.writeUInt32LE(events, 0);
+  event.writeInt32LE(fd, dataOffset);
+  if (libc().epoll_ctl(epfd, op, fd, event) < 0) fail('epoll_ctl');
+}
+
+/**
+ * epoll_wait(epfd, …, maxEvents, -1) on a threadpool thread: resolves with the fds (data.fd) that
+ * are ready, or null when the call failed (EINTR from a signal taken by that thread, mostly: errno
+ * belongs to the worker thread and cannot be read here).
+ */
+export function epollWait(epfd: number, maxEvents: number): Promise<number[] | null> {
+  const { size, dataOffset } = epollEventLayout();
+  const events = Buffer.alloc(size * maxEvents);
+  return new Promise((resolve, reject) => {
+    libc().epoll_wait.async(epfd, events, maxEvents, -1, (err: unknown, n: number) => {
+      if (err) return reject(err instanceof Error ? err : new Error(String(err)));
+      if (n < 0) return resolve(null);
+      const ready: number[] = [];
+      for (let i = 0; i < n; i++) ready.push(events.readInt32LE(i * size + dataOffset));
+      resolve(ready);
+    });
+  });
 }
 
 /** fcntl(F_GETFL) + fcntl(F_SETFL) toggling O_NONBLOCK. Affects every fd sharing the open file description. */

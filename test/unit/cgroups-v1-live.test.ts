@@ -7,6 +7,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { cgroupOfPid, OomWatcher, readMetrics } from '../../src/linux/cgroups';
+import { readiness } from '../../src/linux/readiness';
 import type { V1Metrics } from '../../src/linux/cgroups/stats-v1';
 import { V1_PROTO, expectEncodes, loadMetricsType } from './fixtures/cgroups/proto-check';
 import {
@@ -87,15 +88,17 @@ describe.runIf(canUseV1())('cgroup v1 on the live kernel', () => {
     expectEncodes(loadMetricsType(V1_PROTO, 'io.containerd.cgroups.v1.Metrics'), metrics);
   });
 
-  it('reports an OOM kill once, from the poll and not again on drain', async () => {
+  it('reports an OOM kill once, from the eventfd (watched by epoll, no poll timer) and not again on drain', async () => {
     const cg = track(createV1Cgroup(['memory']));
     const dir = cg.paths.get('memory')!;
     limitMemory(dir, 8 << 20);
     let ooms = 0;
     const errors: unknown[] = [];
     const watcher = new OomWatcher({ mode: 'v1', paths: cg.paths }, () => ooms++, (e) => errors.push(e));
+    const watching = readiness().watching;
     await watcher.start();
     cleanups.push(async () => watcher.stop());
+    expect(readiness().watching).toBe(watching + 1);
 
     // one process in the group, so exactly one kill
     const child = trackChild(await spawnInCgroup([dir], HOG));
@@ -105,9 +108,11 @@ describe.runIf(canUseV1())('cgroup v1 on the live kernel', () => {
 
     expect(await until(() => ooms > 0, 3000)).toBe(true);
     await watcher.drain();
-    await sleep(600); // a few more polls must not report it again
+    await sleep(600); // a few more re-reads must not report it again
     expect(ooms).toBe(1);
     expect(errors).toEqual([]);
+    watcher.stop();
+    expect(readiness().watching).toBe(watching);
   });
 
   it('drain() reports a kill that happened just before it, without waiting for a poll', async () => {

@@ -3,9 +3,10 @@
  * cgroup.event_control against memory.oom_control. The kernel signals the eventfd when the group
  * hits OOM and once more when the group is removed.
  *
- * The eventfd is non-blocking and polled from a timer. A blocking read would park a libuv
- * threadpool thread until the next OOM, possibly forever, and four such reads stall every fs call
- * of the shim; libuv cannot watch an eventfd as a stream either.
+ * The eventfd is non-blocking and watched by the daemon's one epoll set (../readiness.ts): no
+ * timer and no wake-up per container while nothing happens. A blocking read per container would
+ * park a libuv threadpool thread each, and libuv cannot watch an eventfd as a stream. Should epoll
+ * fail, the eventfd is polled every OOM_POLL_MS instead.
  *
  * The notification says "this group hit OOM", not how many processes died (several tasks hitting
  * the limit at once may each notify), and it fires before the victim is counted. So each
@@ -18,18 +19,25 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { errnoCode, failedPrecondition, wrap } from '../../common/errors';
 import { EFD_CLOEXEC, EFD_NONBLOCK, eventfd } from '../libc';
+import { readiness } from '../readiness';
 import { readKeyValues } from './files';
 import type { OomSource } from './oom';
 
-/** how often the eventfd is polled */
+/** how often the kill counter is re-read after a notification (and the eventfd polled without epoll) */
 export const OOM_POLL_MS = 200;
-/** polls after a notification during which the kill counter is expected to catch up */
+/** re-reads after a notification during which the kill counter is expected to catch up */
 const RECHECK_POLLS = 10;
 
 export class OomWatcherV1 implements OomSource {
   private readonly oomControl: string;
   private efd = -1;
+  /** the fallback poll, without epoll */
   private timer: NodeJS.Timeout | undefined;
+  /** the next re-read of the kill counter after a notification */
+  private recheck: NodeJS.Timeout | undefined;
+  /** a notification that came while a check was running */
+  private queued = false;
+  private watched = false;
   /** undefined when the kernel has no oom_kill counter */
   private lastKills: bigint | undefined;
   /** remaining re-reads for a notification not yet matched by a counted kill; 0 = none pending */
@@ -75,9 +83,23 @@ export class OomWatcherV1 implements OomSource {
       throw wrap(err, `register OOM eventfd for ${this.memoryDir}`);
     }
     this.efd = efd;
+    this.watched = readiness().add(efd, { ready: () => this.onReady(), lost: () => this.poll() });
+    if (!this.watched) this.poll();
+  }
+
+  private poll(): void {
+    this.watched = false;
+    if (this.stopped || this.timer !== undefined) return;
     this.timer = setInterval(() => this.tick(), OOM_POLL_MS);
     // the shim stays up for its server, not for this poll
     this.timer.unref();
+  }
+
+  /** epoll says the eventfd was signalled: take it now (level-triggered), check when free. */
+  private onReady(): void {
+    if (this.stopped || !this.consumeEventfd()) return;
+    if (this.busy !== undefined) this.queued = true;
+    else void this.run(true);
   }
 
   async drain(): Promise<void> {
@@ -92,6 +114,9 @@ export class OomWatcherV1 implements OomSource {
     this.stopped = true;
     if (this.timer !== undefined) clearInterval(this.timer);
     this.timer = undefined;
+    clearTimeout(this.recheck);
+    this.recheck = undefined;
+    if (this.efd >= 0 && this.watched) readiness().remove(this.efd);
     if (this.efd >= 0) fs.closeSync(this.efd);
     this.efd = -1;
   }
@@ -106,9 +131,27 @@ export class OomWatcherV1 implements OomSource {
   private run(signalled: boolean): Promise<void> {
     const p = this.check(signalled).finally(() => {
       if (this.busy === p) this.busy = undefined;
+      this.afterCheck();
     });
     this.busy = p;
     return p;
+  }
+
+  /** With epoll there is no poll timer: what a check left to do is scheduled here. */
+  private afterCheck(): void {
+    if (this.stopped || !this.watched) return;
+    if (this.queued) {
+      this.queued = false;
+      void this.run(true);
+      return;
+    }
+    if (this.pendingPolls > 0 && this.recheck === undefined) {
+      this.recheck = setTimeout(() => {
+        this.recheck = undefined;
+        this.tick();
+      }, OOM_POLL_MS);
+      this.recheck.unref();
+    }
   }
 
   /** Reads and resets the eventfd counter; true when at least one notification arrived. */
