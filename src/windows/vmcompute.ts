@@ -17,6 +17,7 @@
  * costs nothing; `declarations()` parses every prototype without loading the DLL.
  */
 import type * as Koffi from 'koffi';
+import { koffi as ffi } from '../common/koffi';
 import { Code, ShimError } from '../common/errors';
 import type {
   CallbackHandle,
@@ -96,7 +97,7 @@ let types: Types | undefined;
  */
 export function declarations(): Types {
   if (types) return types;
-  const koffi = require('koffi') as typeof Koffi;
+  const koffi = ffi(); // the package's, or the single executable's beside it
   for (const name of ['HCS_SYSTEM', 'HCS_PROCESS', 'HCS_CALLBACK']) koffi.pointer(name, koffi.opaque());
   try {
     koffi.pointer('HANDLE', koffi.opaque());

@@ -14,6 +14,7 @@
  * slot, not the worker's (spec §8.3).
  */
 import type * as Koffi from 'koffi';
+import { koffi } from '../common/koffi';
 import type { StdioHandle, StdioIo } from './hcs-api';
 
 const PROTOTYPES = {
@@ -59,7 +60,7 @@ const fns = new Map<Name, Koffi.KoffiFunction>();
 
 function ffi(): typeof Koffi {
   if (!koffiModule) {
-    koffiModule = require('koffi') as typeof Koffi;
+    koffiModule = koffi(); // the package's, or the single executable's beside it
     // shared with vmcompute.ts, which may have declared it first
     try {
       koffiModule.pointer('HANDLE', koffiModule.opaque());

@@ -14,6 +14,7 @@ import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { REPO_ROOT, shimProcesses, startContainerd, uniqueId, type Containerd } from './harness';
 import { importBusyboxImage } from './image';
+import { npmFreeEnv } from './fixtures/npm-env';
 
 const SHIM = 'containerd-shim-tshim-v2';
 const RUNTIME = 'io.containerd.tshim.v2';
@@ -40,13 +41,6 @@ function run(argv: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; time
       resolve({ code: code ?? (signal ? 128 : -1), stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() });
     });
   });
-}
-
-/** This process's environment without what `npm test` adds (npm_config_local_prefix and co.). */
-function npmFreeEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!/^npm_/i.test(k)) env[k] = v;
-  return { ...env, npm_config_audit: 'false', npm_config_fund: 'false', npm_config_update_notifier: 'false', npm_config_prefer_offline: 'true', ...extra };
 }
 
 /** The commands of the README's Install block, comments and blank lines dropped. */

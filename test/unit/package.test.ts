@@ -8,12 +8,14 @@ import { builtinModules } from 'node:module';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { npmFreeEnv } from '../e2e/fixtures/npm-env';
 
 const REPO = path.join(__dirname, '..', '..');
 const LAUNCHER = path.join(REPO, 'bin', 'containerd-shim-tshim-v2');
 const DIST = path.join(REPO, 'dist');
 const pkg = JSON.parse(fs.readFileSync(path.join(REPO, 'package.json'), 'utf8')) as {
   bin: Record<string, string>;
+  files: string[];
   dependencies: Record<string, string>;
   scripts: Record<string, string>;
 };
@@ -53,13 +55,19 @@ describe('install', () => {
     expect(strays).toEqual([]);
   });
 
+  it('npm pack builds the Windows launcher first (prepack) and takes it from bin/', () => {
+    expect(pkg.scripts['prepack']).toBe('node scripts/windows/build-launcher.js --optional');
+    expect(pkg.files).toContain('bin/containerd-shim-tshim-v2.exe');
+  });
+
   it('npm pack takes bin/, all of dist/, the install script and package.json, and no sources or tests', () => {
-    const env: NodeJS.ProcessEnv = {};
-    for (const [k, v] of Object.entries(process.env)) if (!/^npm_/i.test(k)) env[k] = v;
-    const out = execFileSync('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: REPO, env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+    const out = execFileSync('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: REPO, env: npmFreeEnv(), encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
     const packed = (JSON.parse(out) as Array<{ files: Array<{ path: string }> }>)[0]!.files.map((f) => f.path).sort();
+    // the .exe launcher only when built (prepack builds it; --ignore-scripts here does not)
+    const exe = fs.existsSync(path.join(REPO, 'bin', 'containerd-shim-tshim-v2.exe')) ? ['bin/containerd-shim-tshim-v2.exe'] : [];
     const wanted = [
       'bin/containerd-shim-tshim-v2',
+      ...exe,
       'package.json',
       'scripts/install-shim.js',
       ...files(DIST).map((f) => path.relative(REPO, f)),

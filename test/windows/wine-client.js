@@ -1,9 +1,8 @@
 /*
  * Plays containerd on Windows, run by the Windows node.exe under Wine (test/windows/wine.test.ts
- * starts it once). It hosts the events service (ttrpc Events/Forward) and the stdio pipe servers
- * containerd would create (\\.\pipe\ctr-<id>-stdin|stdout|stderr), runs tshim's `start` and
- * `delete` actions as containerd does, and drives the Task API over the shim's named pipe with our
- * own ttrpc client. Every step's outcome goes into results.json; the test asserts on it.
+ * starts it once). containerd's side (events service, stdio pipes, Task calls, bundles) is
+ * wine-containerd.js; this file runs tshim's `start` and `delete` actions as containerd does and
+ * drives the Task API through every scenario below.
  *
  * What this proves: tshim's Windows code paths, Node's Windows named-pipe transport and koffi's
  * Windows ABI, against the stand-in vmcompute.dll (a simulated HCS), not HCS itself.
@@ -11,215 +10,24 @@
  * Plain CommonJS on purpose: it loads the built dist/ of the repo, exactly what the shim runs.
  */
 'use strict';
-const { spawn } = require('child_process');
 const fs = require('fs');
-const net = require('net');
 const path = require('path');
+const { containerd } = require('./wine-containerd');
 
 const config = JSON.parse(fs.readFileSync(process.argv[2], 'utf8'));
-const DIST = path.join(config.repo, 'dist');
-const MAIN = path.join(DIST, 'main.js');
-const { codec, packAny, unpackAny } = require(path.join(DIST, 'common', 'proto.js'));
-const { TtrpcClient } = require(path.join(DIST, 'common', 'ttrpc', 'client.js'));
-const { TtrpcServer } = require(path.join(DIST, 'common', 'ttrpc', 'server.js'));
-
-const NS = config.namespace;
-const TASK = 'containerd.task.v2.Task';
-const results = { steps: {}, events: [], errors: [] };
-const progress = [];
-
-function note(line) {
-  progress.push(`${new Date().toISOString()} ${line}`);
-  fs.writeFileSync(path.join(config.work, 'progress.log'), progress.join('\n') + '\n');
-}
-
-function record(name, value) {
-  results.steps[name] = value;
-  note(`${name}: ${JSON.stringify(value).slice(0, 300)}`);
-  return value;
-}
-
-/** Records a call that must succeed; a failure ends the scenario (so nothing waits on it). */
-function must(name, value) {
-  record(name, value);
-  if (value && value.ok === false) throw new Error(`${name} failed: ${value.code} ${value.message}`);
-  return value;
-}
-
-function save() {
-  fs.writeFileSync(path.join(config.work, 'results.json'), JSON.stringify(results, null, 1));
-}
-
-// ---------- containerd's side: events service, stdio pipes, start/delete ----------
-
-const eventWaiters = [];
-function startEvents() {
-  const server = new TtrpcServer();
-  server.register('containerd.services.events.ttrpc.v1.Events', {
-    Forward: async (payload) => {
-      const req = codec('containerd.services.events.ttrpc.v1.ForwardRequest').decode(payload);
-      const env = req.envelope;
-      const decoded = unpackAny(env.event);
-      const e = { topic: env.topic, namespace: env.namespace, event: decoded ? decoded.message : null };
-      results.events.push(e);
-      for (const w of [...eventWaiters]) {
-        if (w.match(e)) {
-          eventWaiters.splice(eventWaiters.indexOf(w), 1);
-          w.resolve(e);
-        }
-      }
-      return codec('google.protobuf.Empty').encode({});
-    },
-  });
-  const listener = net.createServer();
-  server.attach(listener);
-  return new Promise((resolve) => listener.listen(config.eventsPipe, () => resolve(listener)));
-}
-
-function waitEvent(match) {
-  const found = results.events.find(match);
-  if (found) return Promise.resolve(found);
-  return new Promise((resolve) => eventWaiters.push({ match, resolve }));
-}
-
-/** A containerd-style stdio pipe: one connection, collected output or a writable input. */
-function stdioPipe(name) {
-  const pipe = `\\\\.\\pipe\\ctr-${name}`;
-  const state = { path: pipe, data: '', socket: null };
-  let ended;
-  state.ended = new Promise((r) => (ended = r));
-  let connected;
-  state.connected = new Promise((r) => (connected = r));
-  const server = net.createServer((socket) => {
-    server.close(); // exactly one connection, as containerd's FIFO set
-    state.socket = socket;
-    socket.on('data', (d) => (state.data += d.toString('utf8')));
-    socket.on('end', () => ended());
-    socket.on('close', () => ended());
-    socket.on('error', () => ended());
-    connected(socket);
-  });
-  state.ready = new Promise((r) => server.listen(pipe, r));
-  return state;
-}
+const MAIN = path.join(config.repo, 'dist', 'main.js');
+const cd = containerd(config);
+const { NS, unpackAny, record, must, waitEvent, stdioPipe, bundleDir, writeBundle, isServing, untilNotServing, call, execAny, layerMount, spec } = cd;
 
 /** Runs the shim as containerd would: node + dist/main.js, or the .exe launcher containerd really starts. */
 function runShim(args, cwd, viaLauncher = false) {
-  return new Promise((resolve) => {
-    const [command, argv] = viaLauncher ? [config.launcher, args] : [process.execPath, [MAIN, ...args]];
-    const child = spawn(command, argv, {
-      cwd,
-      env: { ...process.env, TTRPC_ADDRESS: config.eventsPipe, NAMESPACE: NS, TSHIM_NODE: process.execPath },
-      stdio: ['pipe', 'pipe', 'pipe'],
-      windowsHide: true,
-    });
-    const out = [];
-    const err = [];
-    child.stdout.on('data', (d) => out.push(d));
-    child.stderr.on('data', (d) => err.push(d));
-    child.stdin.end();
-    child.on('close', (code) => resolve({ code, stdout: Buffer.concat(out), stderr: Buffer.concat(err).toString('utf8') }));
-  });
+  const [command, argv] = viaLauncher ? [config.launcher, args] : [process.execPath, [MAIN, ...args]];
+  return cd.runProcess(command, argv, cwd, { TSHIM_NODE: process.execPath });
 }
 
 async function shimStart(id, viaLauncher = false) {
-  const bundle = bundleDir(id);
-  const r = await runShim(['-namespace', NS, '-id', id, '-address', config.containerdAddress, 'start'], bundle, viaLauncher);
+  const r = await runShim(cd.startArgs(id), bundleDir(id), viaLauncher);
   return { code: r.code, address: r.stdout.toString('utf8'), stderr: r.stderr };
-}
-
-function bundleDir(id) {
-  return path.join(config.work, 'bundles', NS, id);
-}
-
-function writeBundle(id, spec) {
-  fs.mkdirSync(bundleDir(id), { recursive: true });
-  fs.writeFileSync(path.join(bundleDir(id), 'config.json'), JSON.stringify(spec));
-}
-
-function isServing(pipe) {
-  return new Promise((resolve) => {
-    const s = net.connect(pipe);
-    s.once('connect', () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.once('error', () => resolve(false));
-  });
-}
-
-async function untilNotServing(pipe) {
-  while (await isServing(pipe)) await new Promise((r) => setTimeout(r, 100));
-}
-
-// ---------- the Task API ----------
-
-const MESSAGES = {
-  Create: ['CreateTaskRequest', 'CreateTaskResponse'],
-  Start: ['StartRequest', 'StartResponse'],
-  State: ['StateRequest', 'StateResponse'],
-  Wait: ['WaitRequest', 'WaitResponse'],
-  Exec: ['ExecProcessRequest', 'google.protobuf.Empty'],
-  ResizePty: ['ResizePtyRequest', 'google.protobuf.Empty'],
-  CloseIO: ['CloseIORequest', 'google.protobuf.Empty'],
-  Kill: ['KillRequest', 'google.protobuf.Empty'],
-  Pids: ['PidsRequest', 'PidsResponse'],
-  Stats: ['StatsRequest', 'StatsResponse'],
-  Delete: ['DeleteRequest', 'DeleteResponse'],
-  Shutdown: ['ShutdownRequest', 'google.protobuf.Empty'],
-  Connect: ['ConnectRequest', 'ConnectResponse'],
-  Pause: ['PauseRequest', 'google.protobuf.Empty'],
-  Resume: ['ResumeRequest', 'google.protobuf.Empty'],
-  Checkpoint: ['CheckpointTaskRequest', 'google.protobuf.Empty'],
-  Update: ['UpdateTaskRequest', 'google.protobuf.Empty'],
-};
-
-function typeName(t) {
-  return t.includes('.') ? t : `containerd.task.v2.${t}`;
-}
-
-async function call(client, method, request) {
-  const [req, resp] = MESSAGES[method];
-  try {
-    const payload = await client.call(TASK, method, codec(typeName(req)).encode(request), {
-      metadata: { 'containerd-namespace-ttrpc': NS },
-    });
-    return { ok: true, value: codec(typeName(resp)).decode(payload) };
-  } catch (err) {
-    return { ok: false, code: err.code, message: err.message };
-  }
-}
-
-function processSpec(args, extra = {}) {
-  return { args, cwd: 'C:\\windows', env: ['GREETING=hi', 'EMPTY='], ...extra };
-}
-
-function execAny(args, extra) {
-  return { typeUrl: 'types.containerd.io/opencontainers/runtime-spec/1/Process', value: Buffer.from(JSON.stringify(processSpec(args, extra))) };
-}
-
-function layerMount(id) {
-  const scratch = `C:\\snapshots\\${id}`;
-  return [{ type: 'windows-layer', source: scratch, target: '', options: ['rw', 'parentLayerPaths=["C:\\\\snapshots\\\\layer2","C:\\\\snapshots\\\\layer1"]'] }];
-}
-
-function spec(id, args, extra = {}) {
-  return {
-    ociVersion: '1.1.0',
-    hostname: `${id}-host`,
-    annotations: extra.annotations || {},
-    root: { path: '' },
-    process: processSpec(args),
-    mounts: [
-      { destination: 'C:\\data', source: 'C:\\host\\data', options: ['ro'] },
-      { destination: '\\\\.\\pipe\\in-container', source: '\\\\.\\pipe\\on-host' },
-    ],
-    windows: {
-      resources: { memory: { limit: 268435456 }, cpu: { count: 1 } },
-      network: { networkNamespace: '5a5e6f0c-1b7e-4b8a-9a53-2d3c0a6b1e11', DNSSearchList: ['a.local', 'b.local'], allowUnqualifiedDNSQuery: true },
-      ...(extra.windows || {}),
-    },
-  };
 }
 
 function fail(line) {
@@ -250,7 +58,7 @@ async function singleContainer() {
   writeBundle(id, spec(id, ['cmd.exe', '/c', 'set /p X=& echo got %X% %GREETING%& echo to-stderr 1>&2& exit 7']));
   const started = await shimStart(id);
   record('c1.start', { code: started.code, address: started.address, stderr: started.stderr, files: fs.readdirSync(bundleDir(id)) });
-  const client = await TtrpcClient.connect(started.address);
+  const client = await cd.connect(started.address);
   must('c1.connect', await call(client, 'Connect', { id }));
 
   const io = { stdin: stdioPipe('c1-stdin'), stdout: stdioPipe('c1-stdout'), stderr: stdioPipe('c1-stderr') };
@@ -371,7 +179,7 @@ async function pod() {
   const sandbox = await shimStart('pod1', true);
   const app = await shimStart('app1', true);
   record('pod.start', { sandbox: sandbox.address, app: app.address, codes: [sandbox.code, app.code], stderr: sandbox.stderr + app.stderr, appFiles: fs.readdirSync(bundleDir('app1')) });
-  const client = await TtrpcClient.connect(sandbox.address);
+  const client = await cd.connect(sandbox.address);
   for (const id of ['pod1', 'app1']) {
     const stdin = stdioPipe(`${id}-stdin`);
     await stdin.ready;
@@ -397,7 +205,7 @@ async function killedDaemon() {
   const id = 'victim';
   writeBundle(id, spec(id, ['cmd.exe', '/c', WAIT_FOREVER]));
   const started = await shimStart(id);
-  const client = await TtrpcClient.connect(started.address);
+  const client = await cd.connect(started.address);
   const stdin = stdioPipe(`${id}-stdin`);
   await stdin.ready;
   must('victim.create', await call(client, 'Create', { id, bundle: bundleDir(id), rootfs: layerMount(id), stdin: stdin.path }));
@@ -408,36 +216,8 @@ async function killedDaemon() {
   await untilNotServing(started.address);
   fs.appendFileSync(path.join(config.control, 'calls.log'), '--- daemon killed ---\n');
   // containerd runs delete outside the bundle, naming it with -bundle
-  const r = await runShim(['-namespace', NS, '-id', id, '-address', config.containerdAddress, '-bundle', bundleDir(id), 'delete'], config.work);
-  let response = null;
-  try {
-    response = codec('containerd.task.v2.DeleteResponse').decode(r.stdout);
-  } catch (err) {
-    response = { decodeError: err.message };
-  }
-  record('victim.delete', { code: r.code, shimPid: pid, response, stderr: r.stderr.slice(0, 500), files: fs.readdirSync(bundleDir(id)) });
+  const r = await runShim(cd.deleteArgs(id), config.work);
+  record('victim.delete', { code: r.code, shimPid: pid, response: cd.decodeDeleteResponse(r.stdout), stderr: r.stderr.slice(0, 500), files: fs.readdirSync(bundleDir(id)) });
 }
 
-async function main() {
-  const events = await startEvents();
-  for (const [name, scenario] of [['single', singleContainer], ['pod', pod], ['killed', killedDaemon]]) {
-    try {
-      note(`scenario ${name}`);
-      await scenario();
-    } catch (err) {
-      results.errors.push(`${name}: ${err && err.stack ? err.stack : String(err)}`);
-      note(`scenario ${name} failed: ${err && err.stack}`);
-    }
-    save();
-  }
-  results.done = true;
-  save();
-  events.close();
-  process.exit(0);
-}
-
-main().catch((err) => {
-  results.errors.push(String(err && err.stack));
-  save();
-  process.exit(1);
-});
+cd.runScenarios([['single', singleContainer], ['pod', pod], ['killed', killedDaemon]]);

@@ -15,19 +15,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildLauncher, buildStandInDll, createPrefix, missingTools, REPO, runWindowsNode, windowsNode, winPath, type WinePrefix } from './wine-harness';
-
-interface Call {
-  ok: boolean;
-  value?: Record<string, unknown>;
-  code?: number;
-  message?: string;
-}
-interface Results {
-  steps: Record<string, unknown>;
-  events: Array<{ topic: string; namespace: string; event: Record<string, unknown> | null }>;
-  errors: string[];
-  done?: boolean;
-}
+import { readIfAny, readResults, type Call, type ClientResults } from './wine-results';
 
 const missing = missingTools();
 const mustRun = process.env['CI'] === 'true' || process.env['TSHIM_WINE'] === '1';
@@ -41,29 +29,15 @@ const CODE = { NotFound: 5, FailedPrecondition: 9, Unimplemented: 12, Unavailabl
 suite('Windows backend under Wine against a simulated HCS (stand-in vmcompute.dll; not HCS itself)', () => {
   let root = '';
   let prefix: WinePrefix | undefined;
-  let results: Results = { steps: {}, events: [], errors: [] };
+  let results: ClientResults | undefined;
   let calls: string[] = [];
   let seconds = 0;
   const timings: string[] = [];
 
-  const step = (name: string): Call => {
-    const s = results.steps[name];
-    if (s === undefined) throw new Error(`step ${name} did not run; errors: ${results.errors.join('\n')}`);
-    return s as Call;
-  };
-  const ok = (name: string): Record<string, unknown> => {
-    const s = step(name);
-    expect(s, `${name}: ${s.message ?? ''}`).toMatchObject({ ok: true });
-    return s.value ?? {};
-  };
-  const refused = (name: string, code: number): string => {
-    const s = step(name);
-    expect(s.ok, name).toBe(false);
-    expect(s.code, `${name}: ${s.message}`).toBe(code);
-    return s.message ?? '';
-  };
-  const topics = (id: string): string[] =>
-    results.events.filter((e) => e.event && (e.event['containerId'] === id || e.event['id'] === id)).map((e) => `${e.topic}${e.event?.['execId'] ? `:${String(e.event['execId'])}` : ''}`);
+  const step = (name: string): Call => results!.step<Call>(name);
+  const ok = (name: string): Record<string, unknown> => results!.ok(name);
+  const refused = (name: string, code: number): string => results!.refused(name, code);
+  const topics = (id: string): string[] => results!.topics(id);
   const callsAfter = (marker: string): string[] => calls.slice(calls.indexOf(marker) + 1);
 
   beforeAll(async () => {
@@ -93,11 +67,7 @@ suite('Windows backend under Wine against a simulated HCS (stand-in vmcompute.dl
     const code = await runWindowsNode(prefix, nodeExe, [winPath(path.join(__dirname, 'wine-client.js')), winPath(configFile)], path.join(root, 'client.log'), {
       TSHIM_FAKE_HCS_DIR: winPath(control),
     });
-    const resultsFile = path.join(work, 'results.json');
-    if (!fs.existsSync(resultsFile)) {
-      throw new Error(`client exited ${code} without results; log:\n${readIfAny(path.join(root, 'client.log'))}\nprogress:\n${readIfAny(path.join(work, 'progress.log'))}`);
-    }
-    results = JSON.parse(fs.readFileSync(resultsFile, 'utf8')) as Results;
+    results = readResults(work, code, path.join(root, 'client.log'));
     calls = readIfAny(path.join(control, 'calls.log')).split('\n').filter(Boolean);
     seconds = (Date.now() - started) / 1000;
     timings.push(`client done ${seconds.toFixed(1)} s`);
@@ -110,8 +80,8 @@ suite('Windows backend under Wine against a simulated HCS (stand-in vmcompute.dl
   });
 
   it('the client ran every scenario without an unexpected error', () => {
-    expect(results.errors).toEqual([]);
-    expect(results.done).toBe(true);
+    expect(results!.errors).toEqual([]);
+    expect(results!.done).toBe(true);
   });
 
   it('start: prints the runhcs-style protected pipe address, writes address and shim.pid; Connect answers', () => {
@@ -277,9 +247,9 @@ suite('Windows backend under Wine against a simulated HCS (stand-in vmcompute.dl
       '/tasks/exit',
       '/tasks/delete',
     ]);
-    const exits = results.events.filter((e) => e.topic === '/tasks/exit' && e.event?.['containerId'] === 'c1').map((e) => [e.event?.['id'], e.event?.['exitStatus']]);
+    const exits = results!.events.filter((e) => e.topic === '/tasks/exit' && e.event?.['containerId'] === 'c1').map((e) => [e.event?.['id'], e.event?.['exitStatus']]);
     expect(exits).toEqual([['e1', 5], ['e4', 4], ['e2', 1], ['c1', 7]]);
-    expect(results.events.every((e) => e.namespace === NS)).toBe(true);
+    expect(results!.events.every((e) => e.namespace === NS)).toBe(true);
   });
 
   it('refusals and HCS failures: Hyper-V refused before HCS; image mismatch undoes the layers; PrepareLayer retried on NOT_READY/DEVICE_NOT_CONNECTED', () => {
@@ -351,10 +321,3 @@ suite('Windows backend under Wine against a simulated HCS (stand-in vmcompute.dl
   });
 });
 
-function readIfAny(file: string): string {
-  try {
-    return fs.readFileSync(file, 'utf8');
-  } catch {
-    return '';
-  }
-}
