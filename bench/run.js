@@ -21,6 +21,7 @@ const { parseArgs, UsageError, USAGE } = require('./lib/options');
 const { waitSpareReady, retireSpares, idleSpares } = require('./lib/spare');
 const { TARGETS, evaluateTargets, targetLines } = require('./lib/targets');
 const { parseTimeOutput, ioRate, shQuote } = require('./lib/io');
+const { shimForms } = require('../scripts/shim-forms');
 
 const REPO_ROOT = path.resolve(__dirname, '..');
 const GROUP_ANNOTATION = 'io.containerd.runc.v2.group';
@@ -34,15 +35,41 @@ const MiB = 1024;
  * @property {RuntimeKey} key
  * @property {string} runtime containerd runtime type
  * @property {string} binary the shim executable containerd resolves for it
- * @property {string} shimName
+ * @property {string} program what its processes run (lib/proc.js runsProgram): a name for runc's,
+ *   the absolute path for tshim's, whose forms share one name
+ * @property {{ key: string, label: string }} [form] another form of tshim (scripts/shim-forms.js):
+ *   its rows are `ROW:key`
  * @property {string[]} [extraArgs] more `ctr run` flags (e.g. a runtime config file)
  */
 
+const TSHIM_BIN = path.join(REPO_ROOT, 'bin', 'containerd-shim-tshim-v2');
 /** @type {readonly Runtime[]} */
 const RUNTIMES = [
-  { key: 'runc', runtime: 'io.containerd.runc.v2', binary: '/usr/bin/containerd-shim-runc-v2', shimName: 'containerd-shim-runc-v2' },
-  { key: 'tshim', runtime: 'io.containerd.tshim.v2', binary: path.join(REPO_ROOT, 'bin', 'containerd-shim-tshim-v2'), shimName: 'containerd-shim-tshim-v2' },
+  { key: 'runc', runtime: 'io.containerd.runc.v2', binary: '/usr/bin/containerd-shim-runc-v2', program: 'containerd-shim-runc-v2' },
+  { key: 'tshim', runtime: 'io.containerd.tshim.v2', binary: TSHIM_BIN, program: TSHIM_BIN },
 ];
+
+/**
+ * The other built forms of tshim (the single executable of `npm run package`, when out/linux-x64
+ * has it; TSHIM_BENCH_FORMS narrows): rows of their own for start, `ctr run -d` and daemon
+ * memory, the form's samples in the tshim column and runc's samples of the same rounds in the runc
+ * column. containerd runs a form by its absolute path as the runtime (`ctr run --runtime PATH`).
+ * @type {readonly Runtime[]}
+ */
+const FORMS = shimForms()
+  .filter((f) => f.available && f.key !== 'tshim')
+  .map((f) => ({ key: /** @type {RuntimeKey} */ ('tshim'), runtime: f.binary, binary: f.binary, program: f.binary, form: { key: f.key, label: f.label } }));
+/** The rows each form repeats. */
+const FORM_ROWS = ['start', 'startNoSpare', 'runDetached', 'pdOne', 'pssOne', 'rssOne'];
+/** Every tshim form whose spares the bench must see ready before a sample. */
+const TSHIM_PROGRAMS = [TSHIM_BIN, ...FORMS.map((f) => f.program)];
+
+/**
+ * The row a runtime's sample of `row` goes to: `row` itself, or `row:form` for another form.
+ * @param {string} row
+ * @param {Runtime} rt
+ */
+const rowOf = (row, rt) => (rt.form ? `${row}:${rt.form.key}` : row);
 
 /**
  * ABBA order: iteration i runs runc first when i is even, tshim first when odd, so neither
@@ -51,6 +78,11 @@ const RUNTIMES = [
  * @returns {readonly Runtime[]}
  */
 const orderFor = (i) => (i % 2 === 0 ? RUNTIMES : [...RUNTIMES].reverse());
+/**
+ * The same ABBA order over runc, tshim and the other forms, for the phases that time the forms.
+ * @param {number} i
+ */
+const orderWithForms = (i) => (i % 2 === 0 ? [...RUNTIMES, ...FORMS] : [...RUNTIMES, ...FORMS].reverse());
 
 /** Fails early, with the fix, instead of half-way through a run. */
 function preflight() {
@@ -65,7 +97,15 @@ function preflight() {
  * @param {Options} o
  * @returns {import('./lib/results').RowSpec[]}
  */
-const rowsFor = (o) => [
+const rowsFor = (o) =>
+  // each form's copy of a row right below the row itself
+  baseRows(o).flatMap((row) => [row, ...(FORM_ROWS.includes(row.id) ? FORMS.map((f) => ({ ...row, id: rowOf(row.id, f), label: `${row.label} [${f.form?.label}]` })) : [])]);
+
+/**
+ * @param {Options} o
+ * @returns {import('./lib/results').RowSpec[]}
+ */
+const baseRows = (o) => [
   { id: 'floor', label: 'process floor: runc=/bin/true, tshim=node -e 0', unit: 'ms', kind: 'samples' },
   { id: 'start', label: 'shim start (direct), spare ready', unit: 'ms', kind: 'samples' },
   { id: 'startNoSpare', label: 'shim start (direct), no spare', unit: 'ms', kind: 'samples' },
@@ -142,26 +182,32 @@ const SPARE_READY_MS = 10_000;
  * @param {Ctx} ctx
  * @param {boolean} retire
  * @param {string} row for the note when no spare turns up
+ * @param {string} [program] the form whose spare `retire` retires (default: the launcher's)
  */
-async function prepareSpare({ cd, results }, retire, row) {
+async function prepareSpare({ cd, results }, retire, row, program = TSHIM_BIN) {
   if (spareOff) return;
-  // Before the first tshim start there is none; after one, start has spawned the next already.
-  const present = idleSpares(cd.address).length > 0;
-  const pid = present || spareSeen ? await waitSpareReady(cd.address, present ? SPARE_READY_MS : 2_000) : undefined;
-  if (pid === undefined && spareSeen) {
-    const left = idleSpares(cd.address);
-    results.note(`${row}: no ready spare before a sample (${present ? `${SPARE_READY_MS / 1000} s` : '2 s'}); idle spares now: ${left.map((x) => `${x.pid} ${x.socket}`).join(', ') || 'none'}`);
+  // Each form's spare (a form's start spawns its own): before that form's first start there is
+  // none; after one, start has spawned the next already.
+  for (const p of TSHIM_PROGRAMS) {
+    const seen = spareSeen.has(`${cd.address}\0${p}`);
+    const present = idleSpares(cd.address, p).length > 0;
+    const pid = present || seen ? await waitSpareReady(cd.address, present ? SPARE_READY_MS : 2_000, p) : undefined;
+    if (pid === undefined && seen) {
+      const left = idleSpares(cd.address);
+      const form = p === TSHIM_BIN ? '' : ` of ${path.relative(REPO_ROOT, p)}`;
+      results.note(`${row}: no ready spare${form} before a sample (${present ? `${SPARE_READY_MS / 1000} s` : '2 s'}); idle spares now: ${left.map((x) => `${x.pid} ${x.socket}`).join(', ') || 'none'}`);
+    }
+    if (pid !== undefined) spareSeen.add(`${cd.address}\0${p}`);
   }
-  if (pid !== undefined) spareSeen = true;
   if (retire) {
-    const killed = await retireSpares(cd.address, 5_000);
+    const killed = await retireSpares(cd.address, 5_000, program);
     if (killed > 0) results.note(`${row}: a spare ignored SIGTERM and was killed`);
   }
 }
 /** True when tshim is told not to use spares (TSHIM_SPARE=0 in the bench's environment). */
 const spareOff = ['0', 'false', 'off', 'no'].includes((process.env['TSHIM_SPARE'] ?? '').toLowerCase());
-/** Set once any spare was seen: before the first tshim start there is none to wait for. */
-let spareSeen = false;
+/** containerd address + program of each form whose spare was seen: before its first start there is none to wait for. */
+const spareSeen = new Set();
 
 /**
  * The floor line: `node -e 0` (what every Node process pays before running a line of the shim)
@@ -193,31 +239,45 @@ async function benchDirect(ctx) {
   const total = opts.warmup + opts.iterations;
   for (let i = 0; i < total; i++) {
     for (const noSpare of [false, true]) {
-      for (const rt of orderFor(i)) {
+      for (const rt of orderWithForms(i)) {
         checkCanContinue(cd);
         const timed = i >= opts.warmup;
-        const startRow = noSpare ? 'startNoSpare' : 'start';
-        await prepareSpare(ctx, noSpare && rt.key === 'tshim', startRow);
+        const startRow = rowOf(noSpare ? 'startNoSpare' : 'start', rt);
+        const deleteRow = rt.form ? undefined : 'delete';
+        await prepareSpare(ctx, noSpare && rt.key === 'tshim', startRow, rt.program);
         try {
           const r = await directCycle(
             { binary: rt.binary, namespace: cd.namespace, containerdAddress: cd.address, env: cd.env },
             parent,
-            `direct-${rt.key}-${i}${noSpare ? 'n' : ''}`,
+            `direct-${rt.form?.key ?? rt.key}-${i}${noSpare ? 'n' : ''}`,
             TtrpcClient,
             { beforeDelete: () => prepareSpare(ctx, false, 'delete') },
           );
-          for (const w of r.warnings) results.note(`direct ${rt.key}: ${w}`);
+          for (const w of r.warnings) results.note(`direct ${rt.form?.key ?? rt.key}: ${w}`);
           if (timed) {
-            results.add(startRow, rt.key, r.startMs);
-            if (!noSpare) results.add('delete', rt.key, r.deleteMs);
+            addWithForms(results, startRow, rt, r.startMs);
+            if (!noSpare && deleteRow) results.add(deleteRow, rt.key, r.deleteMs);
           }
         } catch (err) {
-          if (timed) results.fail(err instanceof StepError && err.step === 'delete' ? 'delete' : startRow, rt.key, err);
+          if (timed) results.fail(err instanceof StepError && err.step === 'delete' && deleteRow ? deleteRow : startRow, rt.key, err);
         }
       }
     }
     await floorSample(ctx, i);
   }
+}
+
+/**
+ * Records a sample; runc's also go to each form's copy of the row (FORMS), whose runc column is
+ * runc's samples of the same rounds.
+ * @param {Results} results
+ * @param {string} row
+ * @param {Runtime} rt
+ * @param {number} value
+ */
+function addWithForms(results, row, rt, value) {
+  results.add(row, rt.key, value);
+  if (rt.key === 'runc' && FORM_ROWS.includes(row)) for (const f of FORMS) results.add(rowOf(row, f), 'runc', value);
 }
 
 /**
@@ -460,9 +520,10 @@ const MiBof = (/** @type {number | undefined} */ kib) => (kib === undefined ? un
  * @param {string} what
  */
 function shimMemory({ cd, results }, rt, expected, what) {
-  const shims = sampleShimMemory(rt.shimName, cd.address, cd.namespace);
-  if (shims.length !== expected) results.note(`${what} ${rt.key}: found ${shims.length} shim daemons, expected ${expected}`);
-  if (shims.some((m) => m.pssKiB === undefined || m.privateDirtyKiB === undefined)) results.note(`${what} ${rt.key}: smaps_rollup unreadable for some daemon`);
+  const shims = sampleShimMemory(rt.program, cd.address, cd.namespace);
+  const name = rt.form?.key ?? rt.key;
+  if (shims.length !== expected) results.note(`${what} ${name}: found ${shims.length} shim daemons, expected ${expected}`);
+  if (shims.some((m) => m.pssKiB === undefined || m.privateDirtyKiB === undefined)) results.note(`${what} ${name}: smaps_rollup unreadable for some daemon`);
   const sum = (/** @type {(m: import('./lib/memory').ShimMemory) => number | undefined} */ f) => shims.reduce((s, m) => s + (f(m) ?? 0), 0) / MiB;
   return { shims, pss: sum((m) => m.pssKiB), pd: sum((m) => m.privateDirtyKiB), rss: sum((m) => m.rssKiB) };
 }
@@ -501,21 +562,21 @@ async function benchMemoryOwn(ctx) {
   const { cd, image, opts, results } = ctx;
   /** @type {string[]} */
   const created = [];
-  /** @type {Record<RuntimeKey, number>} */
-  const running = { runc: 0, tshim: 0 };
+  /** @type {Map<Runtime, number>} */
+  const running = new Map();
   try {
     for (let j = 0; j < opts.containers; j++) {
-      for (const rt of orderFor(j)) {
+      for (const rt of orderWithForms(j)) {
         checkCanContinue(cd);
-        await prepareSpare(ctx, false, 'runDetached');
-        const id = `mem-${rt.key}-${j}`;
+        await prepareSpare(ctx, false, rowOf('runDetached', rt));
+        const id = `mem-${rt.form?.key ?? rt.key}-${j}`;
         created.push(id);
         try {
           const r = await cd.ctr(['run', '-d', '--runtime', rt.runtime, image, id, 'sleep', LONG_SLEEP]);
-          results.add('runDetached', rt.key, r.ms);
-          running[rt.key]++;
+          addWithForms(results, rowOf('runDetached', rt), rt, r.ms);
+          running.set(rt, (running.get(rt) ?? 0) + 1);
         } catch (err) {
-          results.fail('runDetached', rt.key, err);
+          results.fail(rowOf('runDetached', rt), rt.key, err);
         }
       }
     }
@@ -523,15 +584,14 @@ async function benchMemoryOwn(ctx) {
     // first GC); the delay lets both settle into their steady state.
     await prepareSpare(ctx, false, 'memory');
     await delay(opts.settleMs);
-    for (const rt of RUNTIMES) {
-      if (running[rt.key] === 0) continue;
-      const m = shimMemory(ctx, rt, running[rt.key], 'own shims');
+    for (const [rt, n] of running) {
+      const m = shimMemory(ctx, rt, n, 'own shims');
       for (const s of m.shims) {
-        if (s.privateDirtyKiB !== undefined) results.add('pdOne', rt.key, s.privateDirtyKiB / MiB);
-        if (s.pssKiB !== undefined) results.add('pssOne', rt.key, s.pssKiB / MiB);
-        results.add('rssOne', rt.key, s.rssKiB / MiB);
+        if (s.privateDirtyKiB !== undefined) addWithForms(results, rowOf('pdOne', rt), rt, s.privateDirtyKiB / MiB);
+        if (s.pssKiB !== undefined) addWithForms(results, rowOf('pssOne', rt), rt, s.pssKiB / MiB);
+        addWithForms(results, rowOf('rssOne', rt), rt, s.rssKiB / MiB);
       }
-      results.add('pssTotal', rt.key, m.pss);
+      if (!rt.form) results.add('pssTotal', rt.key, m.pss);
     }
     await measureSpareAndFloor(ctx);
   } finally {
@@ -545,7 +605,7 @@ async function benchMemoryOwn(ctx) {
  * @param {Ctx} ctx
  */
 async function measureSpareAndFloor({ cd, results }) {
-  const spares = idleSpares(cd.address);
+  const spares = idleSpares(cd.address, TSHIM_BIN);
   const spare = spares[0] && memoryOf(spares[0].pid);
   if (spare?.privateDirtyKiB !== undefined) results.add('sparePd', 'tshim', spare.privateDirtyKiB / MiB);
   if (spare?.pssKiB !== undefined) results.add('sparePss', 'tshim', spare.pssKiB / MiB);
@@ -916,7 +976,7 @@ async function main() {
     startedAt: startedAt.toISOString(),
     durationSeconds: Math.round(seconds),
     parameters,
-    runtimes: RUNTIMES.map(({ key, runtime, binary }) => ({ key, runtime, binary })),
+    runtimes: [...RUNTIMES, ...FORMS].map(({ key, runtime, binary, form }) => ({ key, runtime, binary, ...(form ? { form: form.key } : {}) })),
     environment: { ...env, loadavgBefore: loadBefore, loadavgAfter: os.loadavg(), tshimSpare: spareOff ? 'off (TSHIM_SPARE)' : 'on' },
     aborted: fatal === undefined ? null : fatal instanceof Error ? fatal.message : String(fatal),
     targets,

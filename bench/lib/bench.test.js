@@ -19,7 +19,7 @@ const { encodeIdRequest, decodeShimPid } = require('./shim-direct');
 const { shimDaemonMatcher } = require('./memory');
 const { isStaticElf } = require('./image');
 const { Results } = require('./results');
-const { isRunning, argvOf, parseSmapsRollup, memoryOf, parseStatCpu, cpuSecondsOf } = require('./proc');
+const { isRunning, argvOf, runsProgram, parseSmapsRollup, memoryOf, parseStatCpu, cpuSecondsOf } = require('./proc');
 
 test('quantiles interpolate between ranks', () => {
   assert.equal(quantileSorted([1, 2, 3, 4], 0.5), 2.5);
@@ -213,6 +213,24 @@ test('shim daemons are told apart from helpers, other runtimes and other contain
   assert.equal(match(['/usr/bin/containerd-shim-runc-v2', ...daemon.slice(2)]), false);
   const runc = shimDaemonMatcher('containerd-shim-runc-v2', '/tmp/tsb-x/c.sock', 'ns1');
   assert.equal(runc(['/usr/bin/containerd-shim-runc-v2', ...daemon.slice(2)]), true);
+});
+
+test('runsProgram tells the forms of tshim apart by path, after a daemon V8 flag, and any form by name', () => {
+  const launcher = '/repo/bin/containerd-shim-tshim-v2';
+  const sea = '/repo/out/linux-x64/containerd-shim-tshim-v2';
+  const flags = ['-namespace', 'ns1', '-id', 'a', '-address', '/tmp/tsb-x/c.sock'];
+  const launched = ['/usr/bin/node', '--max-semi-space-size=1', launcher, ...flags];
+  const seaDaemon = [sea, ...flags];
+  assert.equal(runsProgram(launched, launcher), true);
+  assert.equal(runsProgram(launched, sea), false);
+  assert.equal(runsProgram(seaDaemon, sea), true);
+  assert.equal(runsProgram(seaDaemon, launcher), false);
+  assert.equal(runsProgram(seaDaemon, 'containerd-shim-tshim-v2'), true);
+  assert.equal(runsProgram(['/usr/bin/node', '/x/other', '-id', launcher], launcher), false, 'a path in a later argument is not the program');
+  const match = shimDaemonMatcher(sea, '/tmp/tsb-x/c.sock', 'ns1');
+  assert.equal(match(seaDaemon), true);
+  assert.equal(match(launched), false);
+  assert.equal(shimDaemonMatcher(launcher, '/tmp/tsb-x/c.sock', 'ns1')(launched), true, 'a launched daemon with its V8 flag');
 });
 
 test('isStaticElf accepts only ELF files without an interpreter', () => {

@@ -2,12 +2,12 @@
 'use strict';
 /**
  * Finds the shim daemons one runtime runs for the private containerd and measures them. A shim
- * daemon is recognised by its argv: the runtime's binary name (argv[0] for the Go shim, the script
- * argument for the Node one, after any node flags), `-address <our socket>` and `-namespace <our namespace>`, and no
- * action word (a `start`/`delete` process is a short-lived helper, not the daemon).
+ * daemon is recognised by its argv: the runtime's program (runsProgram: argv[0] for the Go shim and
+ * the single executable, the script argument for the Node one), `-address <our socket>` and
+ * `-namespace <our namespace>`, and no action word (a `start`/`delete` process is a short-lived
+ * helper, not the daemon).
  */
-const path = require('node:path');
-const { memoryOf, processesMatching } = require('./proc');
+const { memoryOf, processesMatching, runsProgram } = require('./proc');
 
 /**
  * @typedef {object} ShimMemory
@@ -18,22 +18,20 @@ const { memoryOf, processesMatching } = require('./proc');
  */
 
 /**
- * @param {string} shimName e.g. containerd-shim-runc-v2
+ * @param {string} program e.g. containerd-shim-runc-v2, or an absolute path (runsProgram)
  * @param {string} address containerd's socket path
  * @param {string} namespace
  * @returns {(argv: string[]) => boolean}
  */
-function shimDaemonMatcher(shimName, address, namespace) {
+function shimDaemonMatcher(program, address, namespace) {
   return (argv) => {
     const flag = (/** @type {string} */ name) => {
       const at = argv.indexOf(name);
       return at >= 0 ? argv[at + 1] : undefined;
     };
     const last = argv[argv.length - 1];
-    // node flags (a launched daemon's --max-semi-space-size) may come before the script
-    const flagsAt = argv.indexOf('-namespace');
     return (
-      argv.slice(0, flagsAt >= 0 ? flagsAt : 2).some((a) => path.basename(a) === shimName) &&
+      runsProgram(argv, program) &&
       flag('-address') === address &&
       flag('-namespace') === namespace &&
       last !== 'start' &&
@@ -43,16 +41,16 @@ function shimDaemonMatcher(shimName, address, namespace) {
 }
 
 /**
- * Memory of every daemon of `shimName` serving this containerd and namespace.
- * @param {string} shimName
+ * Memory of every daemon of `program` serving this containerd and namespace.
+ * @param {string} program
  * @param {string} address
  * @param {string} namespace
  * @returns {ShimMemory[]}
  */
-function sampleShimMemory(shimName, address, namespace) {
+function sampleShimMemory(program, address, namespace) {
   /** @type {ShimMemory[]} */
   const out = [];
-  for (const p of processesMatching(shimDaemonMatcher(shimName, address, namespace))) {
+  for (const p of processesMatching(shimDaemonMatcher(program, address, namespace))) {
     const m = memoryOf(p.pid);
     if (m) out.push({ pid: p.pid, rssKiB: m.rssKiB, pssKiB: m.pssKiB, privateDirtyKiB: m.privateDirtyKiB });
   }

@@ -6,6 +6,7 @@
  */
 const { spawn } = require('node:child_process');
 const fs = require('node:fs');
+const path = require('node:path');
 
 const delay = (/** @type {number} */ ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -121,6 +122,22 @@ function argvOf(raw) {
   const argv = raw.toString('utf8').split('\0').filter((word) => word !== '');
   const only = argv[0];
   return argv.length === 1 && only !== undefined && only.includes(' ') ? only.split(/ +/).filter((w) => w !== '') : argv;
+}
+
+/**
+ * Whether `argv` runs the shim `program`: a bare name matches any path with that base name; an
+ * absolute path matches that file alone, which tells forms of one shim apart (bin/'s launcher,
+ * the single executable in out/linux-x64, both named containerd-shim-tshim-v2). The program is
+ * argv[0] (a Go shim, the single executable) or node's script, after any node flags (a launched
+ * daemon's `node --max-semi-space-size=1 SCRIPT …`): one of the words before the shim's own
+ * flags, which have a single dash (`-namespace`, `-spare`).
+ * @param {string[]} argv
+ * @param {string} program
+ */
+function runsProgram(argv, program) {
+  const same = path.isAbsolute(program) ? (/** @type {string} */ a) => a === program : (/** @type {string} */ a) => path.basename(a) === program;
+  const shimFlags = argv.findIndex((a) => a.startsWith('-') && !a.startsWith('--'));
+  return argv.slice(0, shimFlags >= 0 ? shimFlags : argv.length).some(same);
 }
 
 /**
@@ -279,4 +296,4 @@ function mountsUnder(dir) {
   return [...new Set(points)].sort((a, b) => b.length - a.length);
 }
 
-module.exports = { delay, runTimed, runChecked, runToNull, argvOf, parseSmapsRollup, parseStatCpu, cpuSecondsOf, processesMatching, isRunning, waitGoneOrKill, memoryOf, mountsUnder };
+module.exports = { delay, runTimed, runChecked, runToNull, argvOf, runsProgram, parseSmapsRollup, parseStatCpu, cpuSecondsOf, processesMatching, isRunning, waitGoneOrKill, memoryOf, mountsUnder };

@@ -2,13 +2,16 @@
 'use strict';
 /**
  * tshim's spare daemons (src/common/spare.ts) as the benchmark sees them: an idle, pre-loaded
- * daemon per containerd, argv `node …/containerd-shim-tshim-v2 -spare SOCKET -address ADDR
- * -title-room …`, that the next `start` adopts. The bench needs to know when one is ready (so the
- * "spare ready" rows really have one, and no sample of either runtime competes with a spare still
- * loading) and to retire it (so the "no spare" rows really have none).
+ * daemon per containerd and form of the shim (the launcher's `node [V8 flag] …/bin/containerd-shim-tshim-v2
+ * -spare SOCKET -address ADDR -title-room …`, the single executable's `…/out/linux-x64/containerd-shim-tshim-v2
+ * -spare …`), that the next `start` of the same form adopts. The bench needs to know when one is
+ * ready (so the "spare ready" rows really have one, and no sample of any runtime competes with a
+ * spare still loading) and to retire it (so the "no spare" rows really have none).
+ *
+ * `program` (runsProgram) narrows each function to one form's spares; without it, any form's.
  */
 const net = require('node:net');
-const { delay, processesMatching, waitGoneOrKill } = require('./proc');
+const { delay, processesMatching, runsProgram, waitGoneOrKill } = require('./proc');
 
 /**
  * The spare socket of an idle spare of containerd `address`, or undefined for any other process
@@ -27,10 +30,11 @@ function spareSocketOf(argv, address) {
 
 /**
  * @param {string} address containerd's socket path
+ * @param {string} [program] only the spares of this form
  * @returns {{ pid: number, socket: string }[]}
  */
-function idleSpares(address) {
-  return processesMatching((a) => spareSocketOf(a, address) !== undefined).map((p) => ({
+function idleSpares(address, program) {
+  return processesMatching((a) => spareSocketOf(a, address) !== undefined && (program === undefined || runsProgram(a, program))).map((p) => ({
     pid: p.pid,
     socket: /** @type {string} */ (spareSocketOf(p.argv, address)),
   }));
@@ -65,17 +69,18 @@ function probeSpare(socket, timeoutMs) {
 }
 
 /**
- * Waits until exactly one idle spare of `address` answers. Resolves with its pid, or undefined
- * when none became ready within `timeoutMs` (the caller notes it: the sample then is not what the
- * row claims).
+ * Waits until exactly one idle spare of `address` (and `program`) answers. Resolves with its pid,
+ * or undefined when none became ready within `timeoutMs` (the caller notes it: the sample then is
+ * not what the row claims).
  * @param {string} address
  * @param {number} timeoutMs
+ * @param {string} [program]
  * @returns {Promise<number | undefined>}
  */
-async function waitSpareReady(address, timeoutMs) {
+async function waitSpareReady(address, timeoutMs, program) {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
-    const spares = idleSpares(address);
+    const spares = idleSpares(address, program);
     for (const spare of spares) {
       if (await probeSpare(spare.socket, Math.max(100, deadline - Date.now()))) return spare.pid;
     }
@@ -85,16 +90,17 @@ async function waitSpareReady(address, timeoutMs) {
 }
 
 /**
- * Retires every idle spare of `address` (SIGTERM: the spare removes its socket and exits) and waits
- * until they are gone; SIGKILL after `timeoutMs`. Only spares of our private containerd are
- * touched: their argv names its socket.
+ * Retires every idle spare of `address` (and `program`) (SIGTERM: the spare removes its socket and
+ * exits) and waits until they are gone; SIGKILL after `timeoutMs`. Only spares of our private
+ * containerd are touched: their argv names its socket.
  * @param {string} address
  * @param {number} timeoutMs
+ * @param {string} [program]
  * @returns {Promise<number>} how many had to be killed
  */
-async function retireSpares(address, timeoutMs) {
+async function retireSpares(address, timeoutMs, program) {
   let killed = 0;
-  const spares = idleSpares(address);
+  const spares = idleSpares(address, program);
   for (const s of spares) {
     try {
       process.kill(s.pid, 'SIGTERM');
