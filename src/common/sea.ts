@@ -5,12 +5,12 @@
  * callers read their files as before.
  *
  * koffi's native module cannot be embedded (a .node must be a file for dlopen): the executable
- * loads it from KOFFI_NATIVE_NAME beside its own real path (see nativeKoffiPath).
+ * loads it from KOFFI_NATIVE_NAME beside its own real path (see nativeKoffiPath; koffi.ts loads it).
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-/** The native koffi module's file name, beside the executable (Linux and, later, Windows). */
+/** The native koffi module's file name, beside the executable (Linux and Windows alike). */
 export const KOFFI_NATIVE_NAME = 'tshim-koffi.node';
 
 interface SeaModule {
@@ -50,7 +50,8 @@ export function embeddedText(name: string): string | undefined {
 
 /**
  * Where the executable's koffi.node is: beside the executable's real path (process.execPath is
- * /proc/self/exe, so symlinks to the executable are already resolved).
+ * /proc/self/exe on Linux, so symlinks to the executable are already resolved; on Windows it is
+ * the module file name of the .exe).
  */
 export function nativeKoffiPath(execPath: string = process.execPath): string {
   return path.join(path.dirname(execPath), KOFFI_NATIVE_NAME);

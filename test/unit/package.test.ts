@@ -63,16 +63,15 @@ describe('install', () => {
   it('npm pack takes bin/, all of dist/, the install script and package.json, and no sources or tests', () => {
     const out = execFileSync('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: REPO, env: npmFreeEnv(), encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
     const packed = (JSON.parse(out) as Array<{ files: Array<{ path: string }> }>)[0]!.files.map((f) => f.path).sort();
-    // the .exe launcher only when built (prepack builds it; --ignore-scripts here does not)
-    const exe = fs.existsSync(path.join(REPO, 'bin', 'containerd-shim-tshim-v2.exe')) ? ['bin/containerd-shim-tshim-v2.exe'] : [];
     const wanted = [
       'bin/containerd-shim-tshim-v2',
-      ...exe,
       'package.json',
       'scripts/install-shim.js',
       ...files(DIST).map((f) => path.relative(REPO, f)),
     ];
     for (const file of ['dist/main.js', 'dist/proto.json', 'dist/revision.txt']) expect(wanted).toContain(file);
-    expect(packed.filter((p) => p !== 'README.md')).toEqual(wanted.sort());
+    // The .exe launcher is there when built (prepack builds it; --ignore-scripts here does not,
+    // and the Wine tests may be building it at this moment), so it is left out of the comparison.
+    expect(packed.filter((p) => p !== 'README.md' && p !== 'bin/containerd-shim-tshim-v2.exe')).toEqual(wanted.sort());
   });
 });

@@ -20,16 +20,13 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, it } from 'vitest';
 import { cachedPackage } from '../../scripts/windows/wine';
 import { npmFreeEnv } from '../e2e/fixtures/npm-env';
-import { createPrefix, missingTools, REPO, runWindowsNode, windowsNode, winPath, type WinePrefix } from './wine-harness';
-import { readIfAny, readResults, type ClientResults, type Output } from './wine-results';
+import { createPrefix, REPO, runClient, runWindowsNode, windowsNode, wineDescribe, winPath, type WinePrefix } from './wine-harness';
+import { readIfAny, type ClientResults, type Output } from './wine-results';
 
-const missing = missingTools();
-const mustRun = process.env['CI'] === 'true' || process.env['TSHIM_WINE'] === '1';
-const suite = missing && !mustRun ? describe.skip : describe;
-if (missing && !mustRun) console.warn(`Windows npm install suite skipped: missing ${missing} (.ci/run installs them)`);
+const suite = wineDescribe('Windows npm install suite');
 
 /** The npm of Node 20.20.2's Windows zip (node_modules\npm beside node.exe). */
 const WINDOWS_NPM = 'npm@10.8.2';
@@ -54,8 +51,6 @@ suite('npm install -g of the packed tarball on Windows (under Wine)', () => {
   beforeAll(async () => {
     const started = Date.now();
     root = fs.mkdtempSync(path.join(os.tmpdir(), 'tshim-npm-win-'));
-    const work = path.join(root, 'work');
-    fs.mkdirSync(work);
     npmPrefix = path.join(root, 'global');
     const nodeExe = windowsNode();
     const npmCli = path.join(cachedPackage(WINDOWS_NPM), 'bin', 'npm-cli.js');
@@ -76,21 +71,19 @@ suite('npm install -g of the packed tarball on Windows (under Wine)', () => {
     stamp('npm install -g', started);
     if (npmCode !== 0) return;
 
-    const config = {
-      repo: winPath(REPO),
-      work: winPath(work),
+    const bin = path.join(npmPrefix, 'node_modules', 'tshim', 'bin');
+    results = await runClient(prefix, {
+      root,
+      script: 'wine-shim-client.js',
       namespace: NS,
-      eventsPipe: `\\\\.\\pipe\\tshim-npm-events-${path.basename(root)}`,
-      containerdAddress: `\\\\.\\pipe\\containerd-containerd-${path.basename(root)}`,
-      shim: winPath(path.join(npmPrefix, 'node_modules', 'tshim', 'bin', `${SHIM}.exe`)),
-      id: ID,
-      probes: [{ name: 'binVersion', command: 'node', args: [winPath(path.join(npmPrefix, 'node_modules', 'tshim', 'bin', SHIM)), '--version'] }],
-    };
-    const configFile = path.join(work, 'config.json');
-    fs.writeFileSync(configFile, JSON.stringify(config));
-    const log = path.join(root, 'client.log');
-    const code = await runWindowsNode(prefix, nodeExe, [winPath(path.join(__dirname, 'wine-shim-client.js')), winPath(configFile)], log, windowsEnv, CLIENT_DEADLINE_MS);
-    results = readResults(work, code, log);
+      config: {
+        shim: winPath(path.join(bin, `${SHIM}.exe`)),
+        id: ID,
+        probes: [{ name: 'binVersion', command: 'node', args: [winPath(path.join(bin, SHIM)), '--version'] }],
+      },
+      env: windowsEnv,
+      deadlineMs: CLIENT_DEADLINE_MS,
+    });
     stamp('client done', started);
   }, 600_000);
 

@@ -14,15 +14,12 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, it } from 'vitest';
 import { ensureSea } from '../e2e/fixtures/sea-build';
-import { buildStandInDll, createPrefix, missingTools, REPO, runWindowsNode, windowsNode, winPath, type WinePrefix } from './wine-harness';
-import { readResults, type ClientResults, type Output } from './wine-results';
+import { buildStandInDll, createPrefix, REPO, runClient, windowsNode, wineDescribe, winPath, type WinePrefix } from './wine-harness';
+import { type ClientResults, type Output } from './wine-results';
 
-const missing = missingTools();
-const mustRun = process.env['CI'] === 'true' || process.env['TSHIM_WINE'] === '1';
-const suite = missing && !mustRun ? describe.skip : describe;
-if (missing && !mustRun) console.warn(`Windows single-executable suite skipped: missing ${missing} (.ci/run installs them)`);
+const suite = wineDescribe('Windows single-executable suite');
 
 const NS = 'tshim-sea';
 const ID = 'sea1';
@@ -43,9 +40,9 @@ suite('the Windows single executable under Wine (stand-in vmcompute.dll; not HCS
   beforeAll(async () => {
     const started = Date.now();
     root = fs.mkdtempSync(path.join(os.tmpdir(), 'tshim-sea-exe-'));
-    const [work, control, lone] = ['work', 'control', 'lone'].map((d) => path.join(root, d)) as [string, string, string];
-    for (const d of [work, control, lone]) fs.mkdirSync(d);
-    const nodeExe = windowsNode();
+    const [control, lone] = ['control', 'lone'].map((d) => path.join(root, d)) as [string, string];
+    for (const d of [control, lone]) fs.mkdirSync(d);
+    windowsNode(); // fetched (once per machine) before the prefix's timing
     prefix = await createPrefix(root, buildStandInDll(root));
     stamp('prefix', started);
     const exe = ensureSea('win-x64', ['--wine-prefix', prefix.dir]).bin;
@@ -57,27 +54,24 @@ suite('the Windows single executable under Wine (stand-in vmcompute.dll; not HCS
     } catch {
       fs.copyFileSync(exe, path.join(lone, EXE));
     }
-    const config = {
-      repo: winPath(REPO),
-      work: winPath(work),
+    results = await runClient(prefix, {
+      root,
+      script: 'wine-shim-client.js',
       namespace: NS,
-      eventsPipe: `\\\\.\\pipe\\tshim-sea-events-${path.basename(root)}`,
-      containerdAddress: `\\\\.\\pipe\\containerd-containerd-${path.basename(root)}`,
-      shim: winPath(exe),
-      id: ID,
-      container: true,
-      delete: true,
-      probes: [
-        { name: 'version', command: winPath(exe), args: ['--version'] },
-        { name: 'help', command: winPath(exe), args: ['--help'] },
-        { name: 'lone', command: winPath(path.join(lone, EXE)), start: 'lone1' },
-      ],
-    };
-    const configFile = path.join(work, 'config.json');
-    fs.writeFileSync(configFile, JSON.stringify(config));
-    const log = path.join(root, 'client.log');
-    const code = await runWindowsNode(prefix, nodeExe, [winPath(path.join(__dirname, 'wine-shim-client.js')), winPath(configFile)], log, { TSHIM_FAKE_HCS_DIR: winPath(control) }, CLIENT_DEADLINE_MS);
-    results = readResults(work, code, log);
+      config: {
+        shim: winPath(exe),
+        id: ID,
+        container: true,
+        delete: true,
+        probes: [
+          { name: 'version', command: winPath(exe), args: ['--version'] },
+          { name: 'help', command: winPath(exe), args: ['--help'] },
+          { name: 'lone', command: winPath(path.join(lone, EXE)), start: 'lone1' },
+        ],
+      },
+      env: { TSHIM_FAKE_HCS_DIR: winPath(control) },
+      deadlineMs: CLIENT_DEADLINE_MS,
+    });
     calls = fs.readFileSync(path.join(control, 'calls.log'), 'utf8').split('\n').filter(Boolean);
     stamp('client done', started);
   }, 600_000);

@@ -10,8 +10,10 @@
 import { execFileSync } from 'node:child_process';
 import * as path from 'node:path';
 import * as fs from 'node:fs';
+import { describe } from 'vitest';
 import * as wine from '../../scripts/windows/wine';
 import { buildLauncher as buildLauncherExe } from '../../scripts/windows/build-launcher';
+import { readResults, type ClientResults } from './wine-results';
 
 export const REPO = path.resolve(__dirname, '..', '..');
 export const { NODE_WIN_VERSION, WINE, missingTools, winPath, windowsNode } = wine;
@@ -47,4 +49,51 @@ export async function runWindowsNode(prefix: wine.WinePrefix, nodeExe: string, a
   } finally {
     clearTimeout(watchdog);
   }
+}
+
+/**
+ * `describe` for a Wine file, or `describe.skip` with a warning when wine64 or MinGW is missing,
+ * unless CI=true or TSHIM_WINE=1 demands the file run (it then fails on what is missing).
+ */
+export function wineDescribe(what: string): ReturnType<typeof describe.skipIf> {
+  const missing = wine.missingTools();
+  const skip = missing !== '' && process.env['CI'] !== 'true' && process.env['TSHIM_WINE'] !== '1';
+  if (skip) console.warn(`${what} skipped: missing ${missing} (.ci/run installs them)`);
+  return describe.skipIf(skip);
+}
+
+export interface ClientRun {
+  /** the test's temp dir: the client works in root/work, logs to root/client.log */
+  root: string;
+  /** wine-client.js or wine-shim-client.js, beside this file */
+  script: string;
+  namespace: string;
+  /** the client's own settings, besides what wine-containerd.js needs (added here) */
+  config: Record<string, unknown>;
+  env?: NodeJS.ProcessEnv;
+  deadlineMs?: number;
+}
+
+/**
+ * Runs a client that plays containerd (wine-containerd.js) once with node.exe, with its config in
+ * root/work/config.json: this checkout's dist/, its work dir, the namespace, and an events pipe and
+ * containerd address unique to the run. Resolves with what it left in results.json.
+ */
+export async function runClient(prefix: wine.WinePrefix, run: ClientRun): Promise<ClientResults> {
+  const work = path.join(run.root, 'work');
+  fs.mkdirSync(work, { recursive: true });
+  const unique = path.basename(run.root);
+  const config = {
+    repo: winPath(REPO),
+    work: winPath(work),
+    namespace: run.namespace,
+    eventsPipe: `\\\\.\\pipe\\${run.namespace}-events-${unique}`,
+    containerdAddress: `\\\\.\\pipe\\containerd-containerd-${unique}`,
+    ...run.config,
+  };
+  const configFile = path.join(work, 'config.json');
+  fs.writeFileSync(configFile, JSON.stringify(config));
+  const log = path.join(run.root, 'client.log');
+  const code = await runWindowsNode(prefix, windowsNode(), [winPath(path.join(__dirname, run.script)), winPath(configFile)], log, run.env, run.deadlineMs);
+  return readResults(work, code, log);
 }

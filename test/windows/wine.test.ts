@@ -13,14 +13,11 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildLauncher, buildStandInDll, createPrefix, missingTools, REPO, runWindowsNode, windowsNode, winPath, type WinePrefix } from './wine-harness';
-import { readIfAny, readResults, type Call, type ClientResults } from './wine-results';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { buildLauncher, buildStandInDll, createPrefix, runClient, windowsNode, wineDescribe, winPath, type WinePrefix } from './wine-harness';
+import { readIfAny, type Call, type ClientResults } from './wine-results';
 
-const missing = missingTools();
-const mustRun = process.env['CI'] === 'true' || process.env['TSHIM_WINE'] === '1';
-const suite = missing && !mustRun ? describe.skip : describe;
-if (missing && !mustRun) console.warn(`Wine suite skipped: missing ${missing} (.ci/run installs them)`);
+const suite = wineDescribe('Wine suite');
 
 const NS = 'tshim-wine';
 const STATUS = { CREATED: 1, RUNNING: 2, STOPPED: 3, PAUSED: 4 } as const;
@@ -43,31 +40,21 @@ suite('Windows backend under Wine against a simulated HCS (stand-in vmcompute.dl
   beforeAll(async () => {
     const started = Date.now();
     root = fs.mkdtempSync(path.join(os.tmpdir(), 'tshim-wine-'));
-    const work = path.join(root, 'work');
     const control = path.join(root, 'control');
-    fs.mkdirSync(work);
     fs.mkdirSync(control);
-    const nodeExe = windowsNode();
+    windowsNode(); // fetched (once per machine) before the prefix's timing
     const dll = buildStandInDll(root);
     const launcher = buildLauncher();
     timings.push(`setup ${((Date.now() - started) / 1000).toFixed(1)} s`);
     prefix = await createPrefix(root, dll);
     timings.push(`prefix ${((Date.now() - started) / 1000).toFixed(1)} s`);
-    const config = {
-      repo: winPath(REPO),
-      work: winPath(work),
-      control: winPath(control),
+    results = await runClient(prefix, {
+      root,
+      script: 'wine-client.js',
       namespace: NS,
-      launcher: winPath(launcher),
-      eventsPipe: `\\\\.\\pipe\\tshim-wine-events-${path.basename(root)}`,
-      containerdAddress: `\\\\.\\pipe\\containerd-containerd-${path.basename(root)}`,
-    };
-    const configFile = path.join(work, 'config.json');
-    fs.writeFileSync(configFile, JSON.stringify(config));
-    const code = await runWindowsNode(prefix, nodeExe, [winPath(path.join(__dirname, 'wine-client.js')), winPath(configFile)], path.join(root, 'client.log'), {
-      TSHIM_FAKE_HCS_DIR: winPath(control),
+      config: { control: winPath(control), launcher: winPath(launcher) },
+      env: { TSHIM_FAKE_HCS_DIR: winPath(control) },
     });
-    results = readResults(work, code, path.join(root, 'client.log'));
     calls = readIfAny(path.join(control, 'calls.log')).split('\n').filter(Boolean);
     seconds = (Date.now() - started) / 1000;
     timings.push(`client done ${seconds.toFixed(1)} s`);
