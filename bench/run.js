@@ -116,6 +116,7 @@ const baseRows = (o) => [
   { id: 'runDetached', label: 'ctr run -d (own shim)', unit: 'ms', kind: 'samples' },
   { id: 'runGrouped', label: 'ctr run -d (grouped, shim running)', unit: 'ms', kind: 'samples' },
   { id: 'burst', label: `burst: ${o.burst} concurrent ctr run -d, wall`, unit: 'ms', kind: 'samples' },
+  { id: 'burstNs', label: `burst: ${o.burst} concurrent ctr run -d, wall: runc, tshim ShimGroup=namespace`, unit: 'ms', kind: 'samples' },
   { id: 'ioFifo', label: `stdout FIFO, ${o.ioMiB} MiB (higher=better)`, unit: 'MB/s', kind: 'samples' },
   { id: 'ioTty', label: `stdout TTY, ${o.ioTtyMiB} MiB (higher=better)`, unit: 'MB/s', kind: 'samples' },
   { id: 'ioFifoCtrCpu', label: 'ctr CPU (user+sys) per FIFO sample', unit: 's', kind: 'samples' },
@@ -387,29 +388,63 @@ async function benchExec(ctx) {
  * @param {Ctx} ctx
  */
 async function benchBurst(ctx) {
-  const { cd, image, opts, results } = ctx;
+  const { cd, opts, results } = ctx;
+  const config = namespaceGroupConfig(cd);
   for (let i = 0; i < opts.burstRounds; i++) {
     for (const rt of orderFor(i)) {
-      checkCanContinue(cd);
-      await prepareSpare(ctx, false, 'burst');
-      const ids = Array.from({ length: opts.burst }, (_, j) => `burst-${rt.key}-${i}-${j}`);
-      try {
-        const t0 = performance.now();
-        const runs = await Promise.all(ids.map((id) => cd.ctrUnchecked(['run', '-d', '--runtime', rt.runtime, image, id, 'sleep', LONG_SLEEP], 120_000)));
-        const ms = performance.now() - t0;
-        const failed = runs.filter((r) => r.code !== 0);
-        if (failed.length > 0) throw new Error(`${failed.length}/${ids.length} ctr run -d failed, first: ${failed[0]?.stderr.trim()}`);
-        const listed = (await cd.ctr(['tasks', 'ls'])).stdout.toString('utf8');
-        const notRunning = ids.filter((id) => !new RegExp(`^${id}\\s+\\d+\\s+RUNNING`, 'm').test(listed));
-        if (notRunning.length > 0) throw new Error(`${notRunning.length} tasks not RUNNING after the burst: ${notRunning.join(' ')}`);
-        results.add('burst', rt.key, ms);
-      } catch (err) {
-        results.fail('burst', rt.key, err);
-      } finally {
-        await removeContainers(cd, ids);
-      }
+      const ms = await burstOnce(ctx, rt, `burst-${rt.key}-${i}`, 'burst');
+      if (ms !== undefined) results.add('burst', rt.key, ms);
+      // runc per container against tshim with one daemon for the namespace (src/common/group.ts)
+      if (ms !== undefined && rt.key === 'runc') results.add('burstNs', rt.key, ms);
     }
+    const tshim = /** @type {Runtime} */ (RUNTIMES.find((r) => r.key === 'tshim'));
+    const ns = await burstOnce(ctx, { ...tshim, extraArgs: ['--runtime-config-path', config] }, `burstns-${i}`, 'burstNs');
+    if (ns !== undefined) results.add('burstNs', 'tshim', ns);
   }
+}
+
+/**
+ * One burst of `opts.burst` concurrent `ctr run -d`; the wall time until all are RUNNING, or
+ * undefined (recorded as a failure of `row`).
+ * @param {Ctx} ctx
+ * @param {Runtime} rt
+ * @param {string} prefix
+ * @param {string} row
+ * @returns {Promise<number | undefined>}
+ */
+async function burstOnce(ctx, rt, prefix, row) {
+  const { cd, image, opts, results } = ctx;
+  checkCanContinue(cd);
+  await prepareSpare(ctx, false, row);
+  const ids = Array.from({ length: opts.burst }, (_, j) => `${prefix}-${j}`);
+  try {
+    const t0 = performance.now();
+    const runs = await Promise.all(
+      ids.map((id) => cd.ctrUnchecked(['run', '-d', '--runtime', rt.runtime, ...(rt.extraArgs ?? []), image, id, 'sleep', LONG_SLEEP], 120_000)),
+    );
+    const ms = performance.now() - t0;
+    const failed = runs.filter((r) => r.code !== 0);
+    if (failed.length > 0) throw new Error(`${failed.length}/${ids.length} ctr run -d failed, first: ${failed[0]?.stderr.trim()}`);
+    const listed = (await cd.ctr(['tasks', 'ls'])).stdout.toString('utf8');
+    const notRunning = ids.filter((id) => !new RegExp(`^${id}\\s+\\d+\\s+RUNNING`, 'm').test(listed));
+    if (notRunning.length > 0) throw new Error(`${notRunning.length} tasks not RUNNING after the burst: ${notRunning.join(' ')}`);
+    return ms;
+  } catch (err) {
+    results.fail(row, rt.key, err);
+    return undefined;
+  } finally {
+    await removeContainers(cd, ids);
+  }
+}
+
+/**
+ * A runtime config file with ShimGroup = "namespace", passed to ctr as an operator would.
+ * @param {Containerd} cd
+ */
+function namespaceGroupConfig(cd) {
+  const config = path.join(cd.dir, 'tshim-namespace-group.toml');
+  fs.writeFileSync(config, 'ShimGroup = "namespace"\n');
+  return config;
 }
 
 /**
@@ -731,8 +766,7 @@ async function benchPods(ctx) {
 async function benchPodsNamespacePolicy(ctx) {
   const { cd, opts, results } = ctx;
   const rt = /** @type {Runtime} */ (RUNTIMES.find((r) => r.key === 'tshim'));
-  const config = path.join(cd.dir, 'tshim-namespace-group.toml');
-  fs.writeFileSync(config, 'ShimGroup = "namespace"\n');
+  const config = namespaceGroupConfig(cd);
   const specs = [];
   for (let p = 0; p < opts.pods; p++) {
     for (let c = 0; c < 2; c++) specs.push({ id: `nspod-${p}-${c}`, annotations: [`${GROUP_ANNOTATION}=nspod-${p}`] });
