@@ -89,6 +89,12 @@ async function runStartAction(flags: ShimFlags, io: ActionIO): Promise<number> {
  */
 async function runDeleteAction(flags: ShimFlags, io: ActionIO): Promise<number> {
   const bundle = flags.bundle || path.join(path.dirname(process.cwd()), flags.id);
+  // the daemon deleted the task itself: nothing is left to clean up (deleted-marker.ts)
+  const done = (await import('./deleted-marker')).readDeletedMarker(bundle);
+  if (done) {
+    io.stdout.write(done);
+    return 0;
+  }
   try {
     const backend = await io.platform.loadBackend({ namespace: flags.namespace, debug: flags.debug });
     const { pid, exitStatus } = await backend.cleanup({ id: flags.id, namespace: flags.namespace, bundle });

@@ -5,6 +5,7 @@
  */
 import type { Backend, StdioSpec } from './backend';
 import { Container } from './container';
+import { removeDeletedMarker, writeDeletedMarker } from './deleted-marker';
 import { alreadyExists, failedPrecondition, invalidArgument, notFound } from './errors';
 import type { EventSink } from './events';
 import { logger } from './log';
@@ -132,6 +133,8 @@ export class TaskService {
     }
     this.creating.add(r.id);
     try {
+      // a marker left by an earlier task in this bundle must not answer for this one
+      removeDeletedMarker(r.bundle);
       const stdio = stdioOf(r);
       let container: Container | undefined;
       const platform = await this.backend.createContainer(
@@ -172,7 +175,15 @@ export class TaskService {
   async delete(r: T.DeleteRequest): Promise<T.DeleteResponse> {
     const container = this.container(r.id);
     const { pid, status } = await container.delete(r.execId ?? '');
-    if (!r.execId) this.containers.delete(r.id);
+    if (!r.execId) {
+      this.containers.delete(r.id);
+      try {
+        writeDeletedMarker(container.bundle, { pid, exitStatus: status.status, exitedAt: status.exitedAt });
+      } catch (err) {
+        // the `delete` action then does the full cleanup, which finds nothing left
+        logger.debug('cannot leave the deleted marker', { id: r.id, error: err });
+      }
+    }
     return { pid, exitStatus: status.status, exitedAt: toTimestamp(status.exitedAt) };
   }
 

@@ -440,6 +440,18 @@ describe('start that cannot place its daemon', () => {
 });
 
 describe('delete action', () => {
+  it('after the daemon deleted the task, prints the DeleteResponse it left and touches nothing else', async () => {
+    const b = scratch.bundle('deleted');
+    const left = deleteResponse.encode({ pid: 4242, exitStatus: 3, exitedAt: { seconds: 1700000000, nanos: 5 } });
+    fs.writeFileSync(path.join(b.dir, 'tshim-deleted'), left);
+    // a runtime that cannot be run: the full cleanup would fail on it
+    fs.writeFileSync(path.join(b.dir, 'options.json'), JSON.stringify({ binary_name: '/nonexistent/runc' }));
+    const run = await runShim(deleteArgs(b), { cwd: b.dir, env: containerdEnv(b), timeoutMs: 15_000 });
+    expect({ code: run.code, stderr: run.stderr }).toEqual({ code: 0, stderr: '' });
+    expect(Buffer.from(run.stdout)).toEqual(Buffer.from(left));
+    expect(deleteResponse.decode(run.stdout)).toMatchObject({ pid: 4242, exitStatus: 3 });
+  });
+
   it('prints a DeleteResponse (pid 0, 137, now), exits 0, and can be repeated', async () => {
     const b = scratch.bundle('delete');
     for (let round = 1; round <= 2; round++) {

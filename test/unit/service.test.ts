@@ -253,3 +253,29 @@ describe('reservations released by containerd', () => {
     expect(shutdowns).toBe(1);
   });
 });
+
+describe('the deleted marker (deleted-marker.ts)', () => {
+  it('Delete of the init leaves its DeleteResponse in the bundle; a Create there removes a stale one', async () => {
+    const { mkdtempSync, readFileSync, existsSync, writeFileSync, rmSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const { codec } = await import('../../src/common/proto');
+    const bundle = mkdtempSync(join(tmpdir(), 'tshim-marker-'));
+    try {
+      const backend = new FakeBackend();
+      const service = new TaskService(backend, new RecordingSink(), 'default', { requestShutdown: () => undefined });
+      writeFileSync(join(bundle, 'tshim-deleted'), 'stale');
+      await service.create({ id: 'm1', bundle, rootfs: [], terminal: false, stdin: '', stdout: '', stderr: '', checkpoint: '', parentCheckpoint: '', options: null } as never);
+      expect(existsSync(join(bundle, 'tshim-deleted'))).toBe(false);
+      await service.start({ id: 'm1', execId: '' } as never);
+      const waiting = service.wait({ id: 'm1', execId: '' } as never);
+      backend.containers.get('m1')!.init.exit(3);
+      await waiting;
+      const reply = await service.delete({ id: 'm1', execId: '' } as never);
+      const marker = codec<{ pid: number; exitStatus: number }>('containerd.task.v2.DeleteResponse').decode(readFileSync(join(bundle, 'tshim-deleted')));
+      expect(marker).toMatchObject({ pid: reply.pid, exitStatus: 3 });
+    } finally {
+      rmSync(bundle, { recursive: true, force: true });
+    }
+  });
+});
