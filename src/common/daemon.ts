@@ -8,12 +8,13 @@ import * as path from 'node:path';
 import type { Backend, Platform } from './backend';
 import { listenPrivately, protocolFromEnv, socketPath, type Protocol } from './bootstrap';
 import type { ShimFlags } from './cli';
-import { Publisher } from './events';
+import { FORWARD_REQUEST, Publisher } from './events';
 import { closeLogger, configureLogger, logger } from './log';
 import { TaskService } from './service';
 import { taskHandlers } from './task-handlers';
 import { TtrpcServer } from './ttrpc/server';
-import { TASK_SERVICE_V2, TASK_SERVICE_V3 } from './types';
+import { warmCodecs } from './proto';
+import { EVENT_TOPICS, TASK_METHODS, TASK_SERVICE_V2, TASK_SERVICE_V3 } from './types';
 import {
   DEFAULT_CONTAINERD_CHECK_MS, DEFAULT_SPARE_IDLE_MS, parseAdoptionRequest, readLine, secondsFromEnv,
   type AdoptionReply, type AdoptionRequest,
@@ -169,12 +170,26 @@ function announce(log: DaemonLog, identity: DaemonIdentity): void {
  * idle too long, its containerd gone, or SIGTERM. Only its first successful adoption counts; after
  * that it is an ordinary daemon and its spare socket is gone.
  */
+/**
+ * What serving a first request costs beyond loading modules: protobufjs compiles each message
+ * type's code on first use. A spare does it while idle, so adoption (which `start` waits for)
+ * does not.
+ */
+function warmServe(): void {
+  warmCodecs([
+    ...Object.values(TASK_METHODS).flatMap((m) => [m.request, m.response]),
+    ...Object.values(EVENT_TOPICS),
+    FORWARD_REQUEST,
+  ]);
+}
+
 export async function runSpare(flags: ShimFlags, platform: Platform): Promise<void> {
   if (platform.transport) throw new Error(`spare daemons are not used on ${platform.name}`);
   const log = new DaemonLog();
   guardProcess(log.ensure);
   await platform.warmUp?.();
   if (protocolFromEnv() === 'grpc') await import('./grpc');
+  warmServe();
   const spareListener = await openListener({ ...flags, socket: '' });
   spareListener.on('error', () => undefined); // accept errors (EMFILE) cost one adoption, not the spare
 

@@ -52,7 +52,7 @@ export interface PublisherOptions {
 }
 
 const EVENTS_SERVICE = 'containerd.services.events.ttrpc.v1.Events';
-const FORWARD_REQUEST = 'containerd.services.events.ttrpc.v1.ForwardRequest';
+export const FORWARD_REQUEST = 'containerd.services.events.ttrpc.v1.ForwardRequest';
 const NAMESPACE_METADATA = 'containerd-namespace-ttrpc';
 const DEFAULT_FORWARD_TIMEOUT_MS = 5000;
 const DEFAULT_CLOSE_TIMEOUT_MS = 5000;

@@ -356,3 +356,12 @@ describe('scripts/build-proto-json.js', () => {
     expect(presence(root)).toContain('.containerd.runtime.bootstrap.v1.BootstrapParams.socketDir:true');
   });
 });
+
+describe('warmCodecs (what a spare daemon compiles while idle)', () => {
+  it('compiles every Task API and event type a daemon serves, and refuses a type it does not know', async () => {
+    const { warmCodecs } = await import('../../src/common/proto');
+    const { EVENT_TOPICS, TASK_METHODS } = await import('../../src/common/types');
+    expect(() => warmCodecs([...Object.values(TASK_METHODS).flatMap((m) => [m.request, m.response]), ...Object.values(EVENT_TOPICS)])).not.toThrow();
+    expect(() => warmCodecs(['containerd.task.v2.NoSuchMessage'])).toThrow(/unknown protobuf message type/);
+  });
+});
