@@ -109,7 +109,8 @@ export function controlHandlers(host: HandoverHost): Record<string, UnaryHandler
     Reserve: async (payload) => {
       const { id } = codec<{ id: string }>('tshim.v1.ReserveRequest').decode(payload);
       if (!id) throw invalidArgument('Reserve: id is empty');
-      return codec<object>('tshim.v1.ReserveResponse').encode({ reserved: !upgrading && host.service.reserve(id) });
+      // also while an upgrade is under way: refusing would make `start` give up on a daemon that is not ending
+      return codec<object>('tshim.v1.ReserveResponse').encode({ reserved: host.service.reserve(id) });
     },
     Upgrade: async (payload, ctx) => {
       const encode = (r: UpgradeResult): Uint8Array => codec<object>('tshim.v1.UpgradeResponse').encode(r);
