@@ -57,5 +57,6 @@ export function runtimeFor(options: RuntimeOptions, namespace: string, bundle: s
     systemdCgroup: options.systemdCgroup,
     criuPath: options.criuPath || undefined,
     logPath: bundleFiles.runtimeLog(bundle),
+    cwd: bundle,
   });
 }

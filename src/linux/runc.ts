@@ -11,7 +11,7 @@
  * files behind when the shim dies mid-call.
  */
 import { randomBytes } from 'node:crypto';
-import { promises as fsp } from 'node:fs';
+import { existsSync, promises as fsp } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import {
@@ -33,6 +33,13 @@ export interface RuntimeConfig {
   criuPath?: string;
   /** `<bundle>/log.json` */
   logPath: string;
+  /**
+   * Where the runtime runs: the container's bundle, as under a daemon of its own. A daemon shared
+   * by a namespace sits in the bundle of whichever container it started for, which is removed
+   * with that container; a process started with a removed working directory (a container's `sh`
+   * without a cwd of its own) fails getcwd(). `/` once the bundle is gone.
+   */
+  cwd?: string;
 }
 
 /** `runc state` output. */
@@ -366,6 +373,7 @@ export class Runc {
         env: runtimeEnv(),
         stdio: opts.stdio ?? ['ignore', 'pipe', 'pipe'],
       };
+      if (this.config.cwd !== undefined) runOptions.cwd = existsSync(this.config.cwd) ? this.config.cwd : '/';
       if (opts.input !== undefined) runOptions.input = opts.input;
       exit = await run(this.config.binary, buildArgs(this.config, cmd), runOptions);
     } catch (err) {

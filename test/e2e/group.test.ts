@@ -80,6 +80,36 @@ describe('ShimGroup = namespace: one daemon per containerd namespace', () => {
     expect(await findLeftovers(cd, 'ns-')).toEqual([]);
   });
 
+  it("runs the runtime in each container's own bundle, also after the container the daemon started for is gone", async () => {
+    const first = uniqueId('ns-first');
+    const later = uniqueId('ns-later');
+    const dir = await scratchDir(cd, later);
+    const calls = path.join(dir, 'calls');
+    const wrapper = path.join(dir, 'runc-where');
+    // the working directory of each runtime call, and whether it still exists
+    await fs.writeFile(wrapper, `#!/bin/sh\necho "$(pwd -P) $(test -d . && echo ok || echo gone)" >> ${calls}\nexec runc "$@"\n`, { mode: 0o755 });
+    const config = path.join(dir, 'runtime.toml');
+    await fs.writeFile(config, `BinaryName = "${wrapper}"\n`);
+    try {
+      // the daemon starts for `first` and has its bundle as working directory; then that goes
+      await cd.ctr(['run', '-d', '--runtime', RUNTIME, image, first, 'sleep', '1000']);
+      const keep = uniqueId('ns-keep');
+      await cd.ctr(['run', '-d', '--runtime', RUNTIME, image, keep, 'sleep', '1000']);
+      await cd.ctr(['tasks', 'kill', '-s', 'SIGKILL', first]);
+      await waitForTaskStatus(cd, first, 'STOPPED');
+      await removeContainer(cd, first);
+      expect(await cd.ctr(['run', '--rm', '--runtime', RUNTIME, '--runtime-config-path', config, image, later, 'echo', 'ran'])).toMatchObject({ code: 0, stdout: 'ran\n' });
+      const lines = (await fs.readFile(calls, 'utf8')).trim().split('\n');
+      expect(lines.length).toBeGreaterThan(0);
+      for (const line of lines) expect(line).toBe(`${await fs.realpath(bundle(later)).catch(() => bundle(later))} ok`);
+      await removeContainer(cd, keep);
+    } finally {
+      await removeContainer(cd, first);
+      await removeContainer(cd, later);
+    }
+    expect(await findLeftovers(cd, 'ns-')).toEqual([]);
+  });
+
   it('a hung runtime call for one container and a stopped reader of another do not delay a third in the same daemon', async () => {
     const slow = uniqueId('ns-slow');
     const spew = uniqueId('ns-spew');
