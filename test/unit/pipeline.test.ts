@@ -80,6 +80,10 @@ describe('azure-pipelines.yml', () => {
     expect(test).toMatch(/\$code -ne 3/);
     expect(test).toMatch(/-match 'exec-ok'/);
     expect(test).toMatch(/\$execCode -ne 5/);
+    // pause/resume on real HCS: either it pauses (PAUSED, then RUNNING again) or it is refused as not implemented
+    expect(test).toMatch(/task pause tshim-exec/);
+    expect(test).toMatch(/task resume tshim-exec/);
+    expect(test).toMatch(/not implemented\|not supported/);
   });
 });
 
