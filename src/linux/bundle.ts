@@ -1,5 +1,6 @@
 /** Files in the OCI bundle that the backend reads or writes beside containerd's. */
 import * as fs from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { internal, invalidArgument } from '../common/errors';
 import type { RuntimeOptions } from '../common/options';
@@ -17,7 +18,8 @@ export const bundleFiles = {
 };
 
 export async function readPidFile(file: string): Promise<number> {
-  const text = await fs.readFile(file, 'utf8');
+  // synchronous: a few bytes in the bundle, read right after the runtime wrote them (see runc.ts logSize)
+  const text = readFileSync(file, 'utf8');
   const pid = Number.parseInt(text.trim(), 10);
   if (!Number.isInteger(pid) || pid <= 0) throw internal(`pid file ${file} holds ${JSON.stringify(text)}`);
   return pid;

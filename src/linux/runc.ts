@@ -11,7 +11,7 @@
  * files behind when the shim dies mid-call.
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync, promises as fsp } from 'node:fs';
+import { existsSync, promises as fsp, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import {
@@ -259,7 +259,7 @@ export class Runc {
     const dir = process.env.XDG_RUNTIME_DIR || os.tmpdir();
     const processFile = path.join(dir, `runc-process${randomBytes(6).readUIntBE(0, 6)}`);
     try {
-      await fsp.writeFile(processFile, processJson, { mode: 0o600, flag: 'wx' });
+      writeFileSync(processFile, processJson, { mode: 0o600, flag: 'wx' });
     } catch (err) {
       throw spawnFailure('exec', this.config.binary, err);
     }
@@ -268,7 +268,7 @@ export class Runc {
       if (o.consoleSocket) cmd.consoleSocket = o.consoleSocket;
       await this.must(cmd, { stdio: o.stdio });
     } finally {
-      await fsp.rm(processFile, { force: true });
+      rmSync(processFile, { force: true });
     }
   }
 
@@ -366,7 +366,7 @@ export class Runc {
   }
 
   private async call(cmd: RuncCommand, opts: CallOptions = {}): Promise<CallResult> {
-    const logStart = await this.logSize();
+    const logStart = this.logSize();
     let exit: RuncExit;
     try {
       const runOptions: Parameters<typeof run>[2] = {
@@ -385,9 +385,13 @@ export class Runc {
     return { ok: false, exit, message: runtimeMessage(logText, exit) };
   }
 
-  private async logSize(): Promise<number> {
+  /**
+   * Synchronous, like the process file and the pid file: small local files (the bundle, the temp
+   * dir) whose every threadpool round trip costs an exec more than the call itself.
+   */
+  private logSize(): number {
     try {
-      return (await fsp.stat(this.config.logPath)).size;
+      return statSync(this.config.logPath).size;
     } catch {
       return 0;
     }
