@@ -15,7 +15,7 @@ const { importBenchImage, PAUSE_VARIANT } = require('./lib/image');
 const { prepareCri, CriClient, podConfig, containerConfig } = require('./lib/cri');
 const { directCycle, StepError } = require('./lib/shim-direct');
 const { sampleShimMemory } = require('./lib/memory');
-const { delay, runTimed, runToNull, memoryOf, waitGoneOrKill, cpuSecondsOf, processesMatching } = require('./lib/proc');
+const { pool, delay, runTimed, runToNull, memoryOf, waitGoneOrKill, cpuSecondsOf, processesMatching } = require('./lib/proc');
 const { Results } = require('./lib/results');
 const { parseArgs, UsageError, USAGE } = require('./lib/options');
 const { waitSpareReady, retireSpares, idleSpares } = require('./lib/spare');
@@ -297,23 +297,6 @@ async function removeContainers(cd, ids) {
   while (cd.shimProcesses().length > 0 && Date.now() < deadline) await delay(50);
 }
 
-/**
- * Runs `fn` over `items`, at most `width` at once.
- * @template T
- * @param {readonly T[]} items
- * @param {number} width
- * @param {(item: T) => Promise<void>} fn
- */
-async function pool(items, width, fn) {
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) {
-      const item = /** @type {T} */ (items[next++]);
-      await fn(item);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(width, items.length) }, worker));
-}
 
 /**
  * create + start + wait + delete + shutdown through containerd, as one `ctr` call; with a ready

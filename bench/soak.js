@@ -18,6 +18,8 @@ const fs = require('node:fs');
 const path = require('node:path');
 const { startContainerd } = require('./lib/containerd');
 const { importBenchImage } = require('./lib/image');
+const { decodeShimPid, encodeIdRequest, TASK_SERVICE } = require('./lib/shim-direct');
+const { pool } = require('./lib/proc');
 const { sampleShim, formatSample, runGrouped, cycle, execStorm } = require('./lib/soak');
 
 const REPO_ROOT = path.resolve(__dirname, '..');
@@ -51,14 +53,7 @@ async function shimPid(dir, namespace, id) {
   const address = fs.readFileSync(path.join(dir, 'state', 'io.containerd.runtime.v2.task', namespace, id, 'address'), 'utf8').trim();
   const client = await TtrpcClient.connect(address, { timeoutMs: 10_000 });
   try {
-    const reply = await client.call('containerd.task.v2.Task', 'Connect', Buffer.concat([Buffer.from([0x0a, id.length]), Buffer.from(id)]), { timeoutMs: 10_000 });
-    // ConnectResponse{shim_pid = 1 varint}
-    let v = 0;
-    for (let i = 1, mul = 1; i < reply.length; i++, mul *= 128) {
-      v += (reply[i] & 0x7f) * mul;
-      if ((reply[i] & 0x80) === 0) break;
-    }
-    return v;
+    return decodeShimPid(await client.call(TASK_SERVICE, 'Connect', encodeIdRequest(id), { timeoutMs: 10_000 }));
   } finally {
     client.close();
   }
@@ -83,20 +78,14 @@ async function main() {
     const first = sampleShim(pid);
     log(`grouped shim ${pid}, before: ${formatSample(first)}`);
 
-    let next = 0;
     let done = 0;
-    const worker = async () => {
-      for (;;) {
-        const i = next++;
-        if (i >= o.cycles) return;
-        await cycle(ctr, { runtime: RUNTIME, image, group, id: `c${i}`, fifoDir, status: (i % 254) + 1 });
-        const again = await shimPid(cd.dir, cd.namespace, 'anchor');
-        if (again !== pid) throw new Error(`cycle ${i}: the group is now served by ${again}, not ${pid}`);
-        if (++done % o.interval === 0) log(`cycle ${done}: ${formatSample(sampleShim(pid))}`);
-      }
-    };
     const t0 = Date.now();
-    await Promise.all(Array.from({ length: Math.max(1, o.concurrency) }, worker));
+    await pool(Array.from({ length: o.cycles }, (_, i) => i), o.concurrency, async (i) => {
+      await cycle(ctr, { runtime: RUNTIME, image, group, id: `c${i}`, fifoDir, status: (i % 254) + 1 });
+      const again = await shimPid(cd.dir, cd.namespace, 'anchor');
+      if (again !== pid) throw new Error(`cycle ${i}: the group is now served by ${again}, not ${pid}`);
+      if (++done % o.interval === 0) log(`cycle ${done}: ${formatSample(sampleShim(pid))}`);
+    });
     const afterCycles = sampleShim(pid);
     log(`${o.cycles} cycles in ${((Date.now() - t0) / 1000).toFixed(0)} s; after: ${formatSample(afterCycles)}`);
     if (afterCycles.fds > first.fds) problems.push(`fds grew over the cycles: ${first.fds} -> ${afterCycles.fds}`);

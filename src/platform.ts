@@ -33,8 +33,7 @@ export function currentPlatform(os: NodeJS.Platform = process.platform): Platfor
       },
       async handover(): Promise<HandoverPlatform> {
         const { setCloseOnExec, execve } = await import('./linux/libc');
-        const { warmUp } = await import('./linux/backend');
-        return { setCloseOnExec, execve, warmUp };
+        return { setCloseOnExec, execve };
       },
     };
   }

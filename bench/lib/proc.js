@@ -296,4 +296,22 @@ function mountsUnder(dir) {
   return [...new Set(points)].sort((a, b) => b.length - a.length);
 }
 
-module.exports = { delay, runTimed, runChecked, runToNull, argvOf, runsProgram, parseSmapsRollup, parseStatCpu, cpuSecondsOf, processesMatching, isRunning, waitGoneOrKill, memoryOf, mountsUnder };
+/**
+ * Runs `fn` over `items`, at most `width` at once (at least one).
+ * @template T
+ * @param {readonly T[]} items
+ * @param {number} width
+ * @param {(item: T) => Promise<void>} fn
+ */
+async function pool(items, width, fn) {
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const item = /** @type {T} */ (items[next++]);
+      await fn(item);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(width, items.length)) }, worker));
+}
+
+module.exports = { pool, delay, runTimed, runChecked, runToNull, argvOf, runsProgram, parseSmapsRollup, parseStatCpu, cpuSecondsOf, processesMatching, isRunning, waitGoneOrKill, memoryOf, mountsUnder };

@@ -10,6 +10,7 @@
  * same shim daemon (src/common/group.ts groupingKey; ctr 1.6 sets it with `--annotation`).
  */
 const fs = require('node:fs');
+const { pool } = require('./proc');
 
 const GROUP_ANNOTATION = 'io.containerd.runc.v2.group';
 
@@ -172,19 +173,13 @@ async function cycle(ctr, o) {
 async function execStorm(ctr, o) {
   /** @type {string[]} */
   const wrong = [];
-  let next = 0;
   let checked = 0;
-  const worker = async () => {
-    for (;;) {
-      const i = next++;
-      if (i >= o.total) return;
-      const want = i % 256;
-      const got = await execStatus(ctr, o.id, `${o.prefix ?? 's'}${i}`, want, o.fifoDir);
-      checked++;
-      if (got !== want) wrong.push(`exec ${i}: status ${got}, expected ${want}`);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(o.concurrency, o.total) }, worker));
+  await pool(Array.from({ length: o.total }, (_, i) => i), o.concurrency, async (i) => {
+    const want = i % 256;
+    const got = await execStatus(ctr, o.id, `${o.prefix ?? 's'}${i}`, want, o.fifoDir);
+    checked++;
+    if (got !== want) wrong.push(`exec ${i}: status ${got}, expected ${want}`);
+  });
   return { checked, wrong };
 }
 

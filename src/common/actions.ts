@@ -6,6 +6,7 @@ import * as path from 'node:path';
 import type { Platform } from './backend';
 import type { Command, ShimFlags } from './cli';
 import { USAGE, misuseLine } from './cli';
+import { checkNativeBeside } from './sea';
 
 export interface ActionIO {
   stdout: NodeJS.WritableStream;
@@ -67,7 +68,7 @@ async function runStartAction(flags: ShimFlags, io: ActionIO): Promise<number> {
   const { runStart, protocolFromEnv } = await import('./bootstrap');
   const start = io.platform.transport?.start ?? runStart;
   try {
-    (await import('./sea')).checkNativeBeside();
+    checkNativeBeside();
     const result = await start({
       flags,
       bundle: flags.bundle || process.cwd(),

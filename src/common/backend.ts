@@ -183,7 +183,5 @@ export interface PlatformTransport {
 export interface HandoverPlatform {
   setCloseOnExec(fd: number, on: boolean): void;
   execve(file: string, argv: readonly string[], env: NodeJS.ProcessEnv): never;
-  /** Loads the code a restored daemon runs, so a build that cannot load it fails its check. */
-  warmUp(): Promise<void>;
 }
 

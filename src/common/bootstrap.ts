@@ -10,6 +10,7 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import type { ShimFlags } from './cli';
 import { groupingKey, groupPolicy, reserveDaemon } from './group';
+import { fdOf } from './upgrade/handles';
 import {
   ADOPTION_DEADLINE_MS, ADOPTION_VERSION, plainEnv, requestAdoption, spareEnabled, spareSocketPath, type AdoptionRequest,
 } from './spare';
@@ -255,9 +256,9 @@ export function writeAddressFile(bundle: string, address: string): void {
 }
 
 function listenerFd(server: net.Server): number {
-  const handle = (server as unknown as { _handle?: { fd?: number } })._handle;
-  if (!handle || typeof handle.fd !== 'number' || handle.fd < 0) throw new Error('listening socket has no fd');
-  return handle.fd;
+  const fd = fdOf(server);
+  if (fd < 0) throw new Error('listening socket has no fd');
+  return fd;
 }
 
 /** Non-blocking, so no open ever waits on a reader; no reader (ENXIO) or no FIFO means no stderr. */

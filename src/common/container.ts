@@ -73,6 +73,13 @@ export class Container {
     );
   }
 
+  private watchExec(p: ManagedProcess): void {
+    p.platform.waitExit().then(
+      (status) => this.handleExecExit(p, status),
+      (err: unknown) => logger.error('waiting for exec exit failed', { id: this.id, execId: p.execId, error: err }),
+    );
+  }
+
   process(execId: string): ManagedProcess {
     if (execId === '') return this.init;
     const p = this.execs.get(execId);
@@ -109,10 +116,7 @@ export class Container {
         this.emit('start', { containerId: this.id, pid });
       } else {
         this.emit('execStarted', { containerId: this.id, execId: p.execId, pid });
-        p.platform.waitExit().then(
-          (status) => this.handleExecExit(p, status),
-          (err: unknown) => logger.error('waiting for exec exit failed', { id: this.id, execId: p.execId, error: err }),
-        );
+        this.watchExec(p);
       }
     });
     if (!p.isInit) {
@@ -191,12 +195,7 @@ export class Container {
       const p = new ManagedProcess({ containerId: record.id, execId: e.execId, stdio: e.stdio }, restore.call(platform, e));
       p.restore(e.state, e.pid, exitOf(e));
       c.execs.set(e.execId, p);
-      if (e.state === 'running' && !e.exit) {
-        p.platform.waitExit().then(
-          (status) => c.handleExecExit(p, status),
-          (err: unknown) => logger.error('waiting for exec exit failed', { id: c.id, execId: p.execId, error: err }),
-        );
-      }
+      if (e.state === 'running' && !e.exit) c.watchExec(p);
     }
     if (!c.init.exited && c.init.pid > 0) c.watchInit();
     return c;

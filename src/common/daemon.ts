@@ -302,7 +302,7 @@ function takeIdentity(request: AdoptionRequest, platform: Platform): DaemonIdent
 function containerdAnswers(address: string): Promise<boolean> {
   if (!address) return Promise.resolve(true);
   return new Promise((resolve) => {
-    const socket = net.connect(address.replace(/^unix:\/\//, ''));
+    const socket = net.connect(socketPath(address));
     const done = (alive: boolean): void => {
       socket.destroy();
       resolve(alive);

@@ -12,8 +12,8 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { invalidArgument } from './errors';
-import { WireMessage } from './wire';
+import { Code, invalidArgument, ShimError } from './errors';
+import { encodeReserveRequest, WireMessage } from './wire';
 
 export type GroupPolicy = 'container' | 'pod' | 'namespace';
 const POLICIES: readonly GroupPolicy[] = ['container', 'pod', 'namespace'];
@@ -50,25 +50,12 @@ const RESERVE_TIMEOUT_MS = 5_000;
 
 export type ReserveOutcome = 'reserved' | 'ending' | 'unreachable';
 
-/** ReserveRequest { string id = 1 }, encoded by hand: `start` does not load protobufjs. */
-export function encodeReserveRequest(id: string): Buffer {
-  const bytes = Buffer.from(id, 'utf8');
-  const length: number[] = [];
-  let n = bytes.length;
-  do {
-    length.push((n & 0x7f) | (n > 0x7f ? 0x80 : 0));
-    n >>>= 7;
-  } while (n > 0);
-  return Buffer.concat([Buffer.from([0x0a, ...length]), bytes]);
-}
-
 /**
  * Asks the daemon on `sockPath` to wait for container `id`. A daemon that does not know Reserve
  * (an older tshim) is taken as reserved, as before reservations existed.
  */
 export async function reserveDaemon(sockPath: string, id: string): Promise<ReserveOutcome> {
   const { TtrpcClient } = await import('./ttrpc/client');
-  const { Code, ShimError } = await import('./errors');
   let client: InstanceType<typeof TtrpcClient> | undefined;
   try {
     client = await TtrpcClient.connect(sockPath, { timeoutMs: RESERVE_TIMEOUT_MS });

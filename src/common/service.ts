@@ -9,6 +9,7 @@ import { removeDeletedMarker, writeDeletedMarker } from './deleted-marker';
 import { alreadyExists, failedPrecondition, invalidArgument, notFound } from './errors';
 import type { EventSink } from './events';
 import { logger } from './log';
+import { secondsFromEnv } from './spare';
 import { packAny, toTimestamp } from './proto';
 import type * as T from './types';
 import type { ContainerStateRecord } from './upgrade/state';
@@ -30,10 +31,6 @@ const ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,75}$/;
  */
 export const RESERVATION_MS = 60_000;
 
-function reservationMs(): number {
-  const seconds = Number(process.env['TSHIM_RESERVATION_SECONDS']);
-  return Number.isFinite(seconds) && seconds > 0 ? seconds * 1000 : RESERVATION_MS;
-}
 /** `<bundle>/<exec id>.pid` would be the init's pid file */
 const RESERVED_EXEC_ID = 'init';
 
@@ -104,7 +101,7 @@ export class TaskService {
       this.reservations.delete(id);
       logger.info('reservation lapsed without a Create', { id });
       this.endIfIdle();
-    }, reservationMs());
+    }, secondsFromEnv(process.env, 'TSHIM_RESERVATION_SECONDS', RESERVATION_MS));
     timer.unref();
     this.reservations.set(id, timer);
     return true;

@@ -13,3 +13,9 @@ export function settlesWithin(promise: Promise<unknown>, ms: number): Promise<bo
     promise.then(settled, settled);
   });
 }
+
+/** `promise`'s outcome, or `timedOut()` thrown once `ms` passed without one. */
+export async function within<T>(promise: Promise<T>, ms: number, timedOut: () => Error): Promise<T> {
+  if (!(await settlesWithin(promise, ms))) throw timedOut();
+  return promise;
+}

@@ -178,6 +178,11 @@ export function encodeAny(any: AnyMessage): Buffer {
   return Buffer.concat(parts);
 }
 
+/** tshim.v1.ReserveRequest { string id = 1 }, for `start` (group.ts), which does not load protobufjs. */
+export function encodeReserveRequest(id: string): Buffer {
+  return Buffer.concat(lengthDelimited(1, Buffer.from(id, 'utf8')));
+}
+
 /** Type URLs are bare proto names from containerd's typeurl, but tolerate `type.googleapis.com/x`. */
 export function typeNameOf(typeUrl: string): string {
   const slash = typeUrl.lastIndexOf('/');

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import tty from 'node:tty';
 import { Code, ShimError, errnoCode, failedPrecondition, internal, unknown } from '../common/errors';
 import type { Readable, Writable } from 'node:stream';
-import { flushed, stopReading } from '../common/upgrade/handles';
+import { fdOf, flushed, stopReading } from '../common/upgrade/handles';
 import { close as closeFd, dup, recvFd, setNonBlocking, setWinsize } from './libc';
 
 /** Backoff bounds while runc has connected but its message is not queued yet. */
@@ -27,8 +27,8 @@ function canceled(what: string): ShimError {
 
 /** The kernel fd behind an accepted unix socket. Node exposes it only on the internal handle. */
 function socketFd(socket: net.Socket): number {
-  const fd = (socket as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
-  if (typeof fd !== 'number' || fd < 0) throw internal('accepted console socket has no file descriptor');
+  const fd = fdOf(socket);
+  if (fd < 0) throw internal('accepted console socket has no file descriptor');
   return fd;
 }
 

@@ -443,9 +443,23 @@ export async function openTerminalFifos(
     throw err;
   }
 
+  return terminalFifosOf({ stdin, sink, logger, loggerOut, outputEnded: false, release });
+}
+
+/** The ends a terminal relays between, opened now or inherited; `release` frees all of them. */
+function terminalFifosOf(parts: {
+  stdin: StdinFifo | undefined;
+  sink: Sink | undefined;
+  logger?: BinaryLogger | undefined;
+  loggerOut?: net.Socket | undefined;
+  /** already ended before an upgrade */
+  outputEnded: boolean;
+  release(): Promise<void>;
+}): TerminalFifos {
+  const { stdin, sink, logger, loggerOut } = parts;
   const output = loggerOut ?? sink?.stream;
   let closed = false;
-  let outputEnded: Promise<void> | undefined;
+  let outputEnded: Promise<void> | undefined = parts.outputEnded ? Promise.resolve() : undefined;
   const finishOutput = async (): Promise<void> => {
     if (sink) return sink.finish();
     if (!loggerOut) return;
@@ -473,7 +487,7 @@ export async function openTerminalFifos(
       if (closed) return;
       closed = true;
       if (outputEnded) await settlesWithin(outputEnded, TERMINAL_FLUSH_MS);
-      await release();
+      await parts.release();
     },
   };
   if (stdin) result.input = stdin.reader;
@@ -515,36 +529,9 @@ export function restoreProcessIO(state: IoState): ProcessIO {
 export function restoreTerminalFifos(state: { stdin?: StdinState; output: SinkState; outputEnded: boolean }): TerminalFifos {
   const stdin = state.stdin ? stdinFifoFromFds(state.stdin.readerFd, state.stdin.heldWriterFd) : undefined;
   const sink = state.outputEnded || state.output.kind === 'discard' ? undefined : sinkFromState(state.output);
-  let closed = false;
-  let outputEnded: Promise<void> | undefined = state.outputEnded ? Promise.resolve() : undefined;
-  const endOutput = (): Promise<void> => {
-    outputEnded ??= sink ? sink.finish() : Promise.resolve();
-    return outputEnded;
+  const release = async (): Promise<void> => {
+    stdin?.destroy();
+    sink?.destroy();
   };
-  const result: TerminalFifos = {
-    closeStdin: () => stdin?.releaseWriter(),
-    handover() {
-      const ended = outputEnded !== undefined;
-      const s: { stdin?: StdinState; output: SinkState; outputEnded: boolean } = {
-        output: ended || !sink ? { kind: 'discard' } : sink.handover(),
-        outputEnded: ended,
-      };
-      if (stdin && !stdin.reader.destroyed) s.stdin = stdin.handover();
-      return s;
-    },
-    endOutput,
-    async close() {
-      if (closed) return;
-      closed = true;
-      if (outputEnded) await settlesWithin(outputEnded, TERMINAL_FLUSH_MS);
-      stdin?.destroy();
-      sink?.destroy();
-    },
-  };
-  if (stdin) result.input = stdin.reader;
-  if (sink) {
-    sink.stream.on('error', () => undefined);
-    result.output = sink.stream;
-  }
-  return result;
+  return terminalFifosOf({ stdin, sink, outputEnded: state.outputEnded, release });
 }

@@ -318,7 +318,6 @@ export function eventfd(initval: number, flags: number): number {
   return fd;
 }
 
-export const EPOLL_CLOEXEC = 0o2000000;
 export const EPOLL_CTL_ADD = 1;
 export const EPOLL_CTL_DEL = 2;
 export const EPOLLIN = 0x1;
@@ -328,9 +327,9 @@ function epollEventLayout(): { size: number; dataOffset: number } {
   return process.arch === 'x64' ? { size: 12, dataOffset: 4 } : { size: 16, dataOffset: 8 };
 }
 
-/** epoll_create1(EPOLL_CLOEXEC) */
+/** epoll_create1(EPOLL_CLOEXEC, which is O_CLOEXEC) */
 export function epollCreate(): number {
-  const fd = libc().epoll_create1(EPOLL_CLOEXEC);
+  const fd = libc().epoll_create1(O_CLOEXEC);
   if (fd < 0) fail('epoll_create1');
   return fd;
 }
@@ -487,13 +486,6 @@ export function recvFd(sockFd: number): { fd: number; name: string } | undefined
     undefined,
     n === 0 ? 'peer closed without sending a file descriptor' : 'message carried no file descriptor',
   );
-}
-
-/** fcntl(fd, F_GETFD) & FD_CLOEXEC: whether `fd` closes on execve. */
-export function isCloseOnExec(fd: number): boolean {
-  const r = libc().fcntl(fd, F_GETFD);
-  if (r < 0) fail('fcntl');
-  return (r & FD_CLOEXEC) !== 0;
 }
 
 /**

@@ -80,16 +80,17 @@ class TerminalStdio implements ProcessStdio {
   private relay: PtyRelay | undefined;
   private relayDone: Promise<void> = Promise.resolve();
   private readonly abort = new AbortController();
-  private readonly master: Promise<number>;
+  /** undefined when restored by an upgraded image: the master came with the hand-over */
+  private readonly master: Promise<number> | undefined;
 
   private constructor(
     private readonly fifos: TerminalFifos,
-    private readonly socket: ConsoleSocket,
+    private readonly socket: ConsoleSocket | undefined,
     readonly runtimeStdio: [number, number, number],
   ) {
-    this.master = socket.receiveMaster(this.abort.signal);
+    this.master = socket?.receiveMaster(this.abort.signal);
     // runc may fail before connecting; the rejection is then handled by close().
-    this.master.catch(() => undefined);
+    this.master?.catch(() => undefined);
   }
 
   /** The FIFOs are opened first: if they cannot be, nothing has run yet and nothing leaks. */
@@ -107,25 +108,39 @@ class TerminalStdio implements ProcessStdio {
     }
   }
 
-  get consoleSocket(): string {
-    return this.socket.path;
+  /** A terminal rebuilt by an upgraded image: the pty master and FIFO ends it inherited. */
+  static restore(state: Extract<IoState, { kind: 'pty' }>, fifos: TerminalFifos): TerminalStdio {
+    const stdio = new TerminalStdio(fifos, undefined, [-1, -1, -1]);
+    if (state.outputEnded) stdio.relay = new PtyRelay(state.masterFd);
+    else stdio.startRelay(state.masterFd);
+    return stdio;
+  }
+
+  /**
+   * The output ends with the terminal, not at Delete: CRI's exec waits for EOF on the stdout FIFO
+   * before it sends Delete, so holding it open would hang `kubectl exec -it` after the process exits.
+   */
+  private startRelay(master: number): void {
+    this.relay = new PtyRelay(master);
+    this.relayDone = this.relay
+      .start(this.fifos.input, this.fifos.output ?? discard())
+      .catch((err: unknown) => {
+        logger.warn('pty relay failed', { error: err });
+      })
+      .then(() => this.fifos.endOutput());
+  }
+
+  get consoleSocket(): string | undefined {
+    return this.socket?.path;
   }
 
   async started(): Promise<void> {
+    if (!this.master) return; // restored: running already
     try {
-      const master = await this.master;
-      this.relay = new PtyRelay(master);
-      // The output ends with the terminal, not at Delete: CRI's exec waits for EOF on the stdout FIFO
-      // before it sends Delete, so holding it open would hang `kubectl exec -it` after the process exits.
-      this.relayDone = this.relay
-        .start(this.fifos.input, this.fifos.output ?? discard())
-        .catch((err: unknown) => {
-          logger.warn('pty relay failed', { error: err });
-        })
-        .then(() => this.fifos.endOutput());
+      this.startRelay(await this.master);
     } finally {
       this.releaseSetup();
-      await this.socket.close();
+      await this.socket?.close();
     }
   }
 
@@ -143,7 +158,7 @@ class TerminalStdio implements ProcessStdio {
     this.releaseSetup();
     this.relay?.close();
     await this.fifos.close();
-    await this.socket.close();
+    await this.socket?.close();
   }
 
   async suspend(): Promise<void> {
@@ -175,58 +190,9 @@ function discard(): NodeJS.WritableStream {
   return fs.createWriteStream('/dev/null');
 }
 
-/** A terminal rebuilt by an upgraded image: the pty master and FIFO ends it inherited. */
-class RestoredTerminalStdio implements ProcessStdio {
-  readonly runtimeStdio: [number, number, number] = [-1, -1, -1];
-  readonly consoleSocket = undefined;
-  private readonly relay: PtyRelay;
-  private readonly relayDone: Promise<void>;
-
-  constructor(
-    state: Extract<IoState, { kind: 'pty' }>,
-    private readonly fifos: TerminalFifos,
-  ) {
-    this.relay = new PtyRelay(state.masterFd);
-    if (state.outputEnded) {
-      this.relayDone = Promise.resolve();
-    } else {
-      this.relayDone = this.relay
-        .start(fifos.input, fifos.output ?? discard())
-        .catch((err: unknown) => {
-          logger.warn('pty relay failed', { error: err });
-        })
-        .then(() => fifos.endOutput());
-    }
-  }
-
-  async started(): Promise<void> {}
-  resize(width: number, height: number): void {
-    this.relay.resize(width, height);
-  }
-  closeStdin(): void {
-    this.fifos.closeStdin();
-  }
-  async drain(timeoutMs: number): Promise<void> {
-    await settlesWithin(this.relayDone, timeoutMs);
-  }
-  async close(): Promise<void> {
-    this.relay.close();
-    await this.fifos.close();
-  }
-  suspend(): Promise<void> {
-    return this.relay.suspend();
-  }
-  resume(): void {
-    this.relay.resume();
-  }
-  handover(): IoState {
-    return { kind: 'pty', masterFd: this.relay.masterFd, ...this.fifos.handover() };
-  }
-}
-
 /** Rebuilds a process's stdio from its hand-over record (upgrade); undefined for none. */
 export function restoreStdio(state: IoState): ProcessStdio | undefined {
   if (state.kind === 'none') return undefined;
-  if (state.kind === 'pty') return new RestoredTerminalStdio(state, restoreTerminalFifos(state));
+  if (state.kind === 'pty') return TerminalStdio.restore(state, restoreTerminalFifos(state));
   return new PipeStdio(restoreProcessIO(state));
 }

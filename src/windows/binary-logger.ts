@@ -14,7 +14,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import * as net from 'node:net';
 import { invalidArgument, unavailable } from '../common/errors';
 import { logger } from '../common/log';
-import { settlesWithin } from '../common/settle';
+import { settlesWithin, within } from '../common/settle';
 
 /** hcsshim's binaryCmdStartTimeout / binaryCmdWaitTimeout */
 const START_TIMEOUT_MS = 10_000;
@@ -99,13 +99,7 @@ class OneConnection {
   }
 }
 
-function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(unavailable(`failed to start binary logger: ${what} timed out after ${ms / 1000} s`)), ms);
-  });
-  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
-}
+const startTimeout = (what: string): Error => unavailable(`failed to start binary logger: ${what} timed out after ${START_TIMEOUT_MS / 1000} s`);
 
 function exited(child: ChildProcess): Promise<void> {
   return new Promise((resolve) => {
@@ -149,8 +143,8 @@ export async function startBinaryLogger(uri: string, who: LoggerIdentity): Promi
           socket.once('close', () => resolve());
         }),
     );
-    await withTimeout(Promise.race([ready, failed]), START_TIMEOUT_MS, 'waiting for the driver to be ready');
-    const [stdout, stderr] = await withTimeout(Promise.race([Promise.all([pipes.stdout.connected, pipes.stderr.connected]), failed]), START_TIMEOUT_MS, 'waiting for the driver to open stdout and stderr');
+    await within(Promise.race([ready, failed]), START_TIMEOUT_MS, () => startTimeout('waiting for the driver to be ready'));
+    const [stdout, stderr] = await within(Promise.race([Promise.all([pipes.stdout.connected, pipes.stderr.connected]), failed]), START_TIMEOUT_MS, () => startTimeout('waiting for the driver to open stdout and stderr'));
     started.removeAllListeners('exit');
     started.removeAllListeners('error');
     started.on('error', (err) => logger.warn('binary logger', { id: who.containerId, error: err }));

@@ -18,7 +18,7 @@
  */
 import type * as Koffi from 'koffi';
 import { koffi as ffi } from '../common/koffi';
-import { Code, ShimError } from '../common/errors';
+import { failedPrecondition, unimplemented } from '../common/errors';
 import type {
   CallbackHandle,
   HcsApi,
@@ -187,16 +187,13 @@ export function loadVmCompute(dll = 'vmcompute.dll'): HcsApi {
     try {
       lib ??= koffi.load(dll);
     } catch (err) {
-      throw new ShimError(
-        Code.FailedPrecondition,
-        `${dll} cannot be loaded (${(err as Error).message}): is the Windows Containers feature installed?`,
-      );
+      throw failedPrecondition(`${dll} cannot be loaded (${(err as Error).message}): is the Windows Containers feature installed?`);
     }
     try {
       f = lib.func(PROTOTYPES[name]);
     } catch (err) {
       // hcsshim looks exports up lazily too: a missing one is an error, not a crash.
-      throw new ShimError(Code.Unimplemented, `${name} is not supported on this Windows build (${(err as Error).message})`);
+      throw unimplemented(`${name} is not supported on this Windows build (${(err as Error).message})`);
     }
     bound.fns.set(name, f);
     return f;

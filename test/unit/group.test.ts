@@ -8,7 +8,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { Code } from '../../src/common/errors';
-import { encodeReserveRequest, groupingKey, groupPolicy } from '../../src/common/group';
+import { groupingKey, groupPolicy } from '../../src/common/group';
+import { encodeReserveRequest } from '../../src/common/wire';
 import { codec } from '../../src/common/proto';
 
 describe('shim grouping policy', () => {

@@ -30,6 +30,7 @@ import type { Backend, HandoverPlatform, Platform } from '../backend';
 import type { Publisher } from '../events';
 import { failedPrecondition, invalidArgument, unavailable } from '../errors';
 import { logger } from '../log';
+import { within } from '../settle';
 import { codec } from '../proto';
 import type { TaskService } from '../service';
 import type { TtrpcServer, UnaryHandler } from '../ttrpc/server';
@@ -207,7 +208,7 @@ async function handOver(host: HandoverHost, launcher: string, quiesceMs: number)
     await publisher.suspend(Math.max(0, Math.min(1000, deadline - Date.now())));
     undo.push(() => publisher.resume());
     undo.push(() => service.resumeIo());
-    await withDeadline(service.suspendIo(), deadline, 'container output to be written out');
+    await within(service.suspendIo(), deadline - Date.now(), () => unavailable('timed out waiting for container output to be written out'));
     await until(deadline, 'replies to be sent', () => ttrpc.liveConnections.every((c) => c.flushed));
 
     // 4. the state (checked against this build's own reader; the new build read its preview)
@@ -327,20 +328,6 @@ async function until(deadline: number, what: string, ready: () => boolean): Prom
   }
 }
 
-async function withDeadline<T>(work: Promise<T>, deadline: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([
-      work,
-      new Promise<never>((_resolve, reject) => {
-        timer = setTimeout(() => reject(unavailable(`timed out waiting for ${what}`)), Math.max(0, deadline - Date.now()));
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
 /** `-upgrade-check <file>`: run by the old image with the new build; exit 0 and `OK …` when it can take over. */
 export async function runUpgradeCheck(file: string, platform: Platform): Promise<{ ok: boolean; text: string }> {
   try {
@@ -348,7 +335,9 @@ export async function runUpgradeCheck(file: string, platform: Platform): Promise
     // the code the new image needs to carry on, loaded now so a broken build fails here
     codec('tshim.v1.UpgradeResponse');
     codec('containerd.task.v2.WaitRequest');
-    await (await handoverOf(platform)).warmUp();
+    // a platform without hand-over calls fails here; otherwise the code a restored daemon runs must load
+    await handoverOf(platform);
+    await platform.warmUp?.();
     return { ok: true, text: `OK ${shimVersion()} state-version=${state.version} containers=${state.containers.length}\n` };
   } catch (err) {
     return { ok: false, text: `upgrade check failed: ${err instanceof Error ? err.message : String(err)}\n` };
