@@ -219,7 +219,8 @@ const spareSeen = new Set();
 async function floorSample(ctx, i) {
   for (const rt of orderFor(i)) {
     await prepareSpare(ctx, false, 'floor');
-    const r = rt.key === 'tshim' ? await runTimed(process.execPath, ['-e', '0']) : await runTimed('/bin/true', []);
+    // in containerd's environment, as a shim's node runs
+    const r = rt.key === 'tshim' ? await runTimed(process.execPath, ['-e', '0'], { env: ctx.cd.env }) : await runTimed('/bin/true', []);
     if (i >= ctx.opts.warmup) {
       if (r.code === 0) ctx.results.add('floor', rt.key, r.ms);
       else ctx.results.fail('floor', rt.key, new Error(`exit ${r.code}`));
@@ -630,7 +631,7 @@ async function measureSpareAndFloor({ cd, results }) {
   if (!spare && !spareOff) results.note('no idle spare found to measure');
   const { spawn } = require('node:child_process');
   // Measured once it has run its first line (a fixed delay measured it half-started under load).
-  const child = spawn(process.execPath, ['-e', 'process.stdout.write("r"); setInterval(() => {}, 1e6)'], { stdio: ['ignore', 'pipe', 'ignore'] });
+  const child = spawn(process.execPath, ['-e', 'process.stdout.write("r"); setInterval(() => {}, 1e6)'], { stdio: ['ignore', 'pipe', 'ignore'], env: cd.env });
   try {
     await new Promise((resolve) => {
       const timer = setTimeout(resolve, 15_000);

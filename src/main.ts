@@ -6,10 +6,12 @@ import { readFileSync } from 'node:fs';
 import { isatty } from 'node:tty';
 import { parseArgs } from './common/cli';
 import { runCommand } from './common/actions';
+import { unparkNodeEnv } from './common/node-env';
 import { isSingleExecutable } from './common/sea';
 import { currentPlatform } from './platform';
 
 process.removeAllListeners('warning');
+unparkNodeEnv(process.env);
 
 /** containerd gives `start` a closed pipe or /dev/null: read it whole, without a stream. */
 function readStdin(): Promise<Buffer> {

@@ -92,6 +92,22 @@ function shimSockets(dir, namespace) {
  */
 
 /**
+ * What containerd runs with: a system service's environment (systemd gives a unit PATH and little
+ * else), with the repo's bin/ first on PATH and the caller's TSHIM_* settings. Not the caller's
+ * whole session: a shell can carry anything, and this machine's sets NODE_EXTRA_CA_CERTS, which
+ * node loads at start-up, 50 ms of every node process (shims park it for their own daemons, but
+ * `start` and `delete` are exec'd by containerd with its environment as it is).
+ * @param {string} repoRoot
+ * @returns {NodeJS.ProcessEnv}
+ */
+function serviceEnv(repoRoot) {
+  /** @type {NodeJS.ProcessEnv} */
+  const env = { PATH: `${path.join(repoRoot, 'bin')}:${process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin'}` };
+  for (const [key, value] of Object.entries(process.env)) if (key.startsWith('TSHIM_')) env[key] = value;
+  return env;
+}
+
+/**
  * @param {string} repoRoot
  * @param {{ cri?: (dir: string) => string }} [opts] `cri`: enables the CRI plugin with the sections
  *   it returns (given the temp dir, which it may write files into); ctr then works in `k8s.io`
@@ -106,7 +122,7 @@ async function startContainerd(repoRoot, opts = {}) {
   const configPath = path.join(dir, 'config.toml');
   const logPath = path.join(dir, 'containerd.log');
   fs.writeFileSync(configPath, configToml(dir, address, opts.cri?.(dir)));
-  const env = { ...process.env, PATH: `${path.join(repoRoot, 'bin')}:${process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin'}` };
+  const env = serviceEnv(repoRoot);
 
   const logFd = fs.openSync(logPath, 'a');
   // cwd matters: containerd stats `<cwd>/containerd-shim-*-v2` before searching PATH.
@@ -253,4 +269,4 @@ async function startContainerd(repoRoot, opts = {}) {
   };
 }
 
-module.exports = { startContainerd, CTR_BIN, CONTAINERD_BIN };
+module.exports = { serviceEnv, startContainerd, CTR_BIN, CONTAINERD_BIN };

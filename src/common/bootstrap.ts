@@ -10,6 +10,7 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import type { ShimFlags } from './cli';
 import { groupingKey, groupPolicy, reserveDaemon } from './group';
+import { forNodeStart } from './node-env';
 import { fdOf } from './upgrade/handles';
 import {
   ADOPTION_DEADLINE_MS, ADOPTION_VERSION, plainEnv, requestAdoption, spareEnabled, spareSocketPath, type AdoptionRequest,
@@ -173,7 +174,7 @@ async function spawnSpareQuietly(inputs: StartInputs, spare: string): Promise<vo
       cwd: '/',
       detached: true,
       stdio: ['ignore', 'ignore', 'ignore', listenerFd(listener)],
-      env: { ...(inputs.env ?? process.env), TSHIM_PROTOCOL: inputs.protocol },
+      env: forNodeStart({ ...(inputs.env ?? process.env), TSHIM_PROTOCOL: inputs.protocol }),
     });
     child.on('error', () => undefined);
     child.unref();
@@ -285,7 +286,7 @@ function spawnDaemon(inputs: StartInputs, listener: net.Server): number {
     // stderr goes to containerd's log FIFO (never our own pipe, which containerd reads to EOF), so
     // what the runtime itself prints when it dies (V8 out of memory, aborts) still reaches the log.
     stdio: ['ignore', 'ignore', logFd ?? 'ignore', listenerFd(listener)],
-    env: { ...process.env, TSHIM_PROTOCOL: inputs.protocol },
+    env: forNodeStart({ ...process.env, TSHIM_PROTOCOL: inputs.protocol }),
   });
   if (logFd !== undefined) fs.closeSync(logFd);
   child.unref();

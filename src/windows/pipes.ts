@@ -17,6 +17,7 @@ import { Writable } from 'node:stream';
 import type { PlatformTransport } from '../common/backend';
 import type { StartInputs, StartResult } from '../common/bootstrap';
 import type { ShimFlags } from '../common/cli';
+import { forNodeStart } from '../common/node-env';
 
 const PIPE_ROOT = '\\\\.\\pipe\\';
 /** libuv's default threadpool (4) would be pinned by a few blocked stdio reads (spec §2.4, §11.5). */
@@ -86,7 +87,7 @@ function spawnDaemon(inputs: StartInputs, address: string): Promise<number> {
       detached: true,
       windowsHide: true,
       stdio: ['ignore', 'pipe', panicLog],
-      env: { ...process.env, TSHIM_PROTOCOL: inputs.protocol, UV_THREADPOOL_SIZE: process.env['UV_THREADPOOL_SIZE'] ?? DAEMON_THREADPOOL },
+      env: forNodeStart({ ...process.env, TSHIM_PROTOCOL: inputs.protocol, UV_THREADPOOL_SIZE: process.env['UV_THREADPOOL_SIZE'] ?? DAEMON_THREADPOOL }),
     });
     fs.closeSync(panicLog);
     const said: Buffer[] = [];

@@ -30,6 +30,7 @@ import type { Backend, HandoverPlatform, Platform } from '../backend';
 import type { Publisher } from '../events';
 import { failedPrecondition, invalidArgument, unavailable } from '../errors';
 import { logger } from '../log';
+import { forNodeStart } from '../node-env';
 import { within } from '../settle';
 import { codec } from '../proto';
 import type { TaskService } from '../service';
@@ -227,7 +228,7 @@ async function handOver(host: HandoverHost, launcher: string, quiesceMs: number)
     });
     logger.info('handing over to a new shim image', { launcher, to: check.message, containers: state.containers.length });
     const argv = [launcher, ...daemonArgs(host.identity)];
-    execve(launcher, argv, { ...process.env, [STATE_ENV]: stateFile });
+    execve(launcher, argv, forNodeStart({ ...process.env, [STATE_ENV]: stateFile }));
     throw new Error('execve returned');
   } catch (err) {
     rollback();
