@@ -9,7 +9,7 @@ import type { Backend, Platform } from './backend';
 import { listenPrivately, protocolFromEnv, socketPath, type Protocol } from './bootstrap';
 import type { ShimFlags } from './cli';
 import { FORWARD_REQUEST, Publisher } from './events';
-import { closeLogger, configureLogger, logger } from './log';
+import { closeLogger, configureLogger, configureOnDemand, logger } from './log';
 import { TaskService } from './service';
 import { taskHandlers } from './task-handlers';
 import { TtrpcServer } from './ttrpc/server';
@@ -44,10 +44,13 @@ class DaemonLog {
   constructor(
     private identity?: DaemonIdentity,
     private readonly stream?: () => NodeJS.WritableStream | undefined,
-  ) {}
+  ) {
+    if (identity) this.adopt(identity);
+  }
 
   adopt(identity: DaemonIdentity): void {
     this.identity = identity;
+    configureOnDemand(identity.debug ? 'debug' : 'info', this.ensure);
   }
 
   readonly ensure = (): void => {
@@ -113,7 +116,7 @@ export async function runDaemon(flags: ShimFlags, platform: Platform): Promise<v
     await failedToStart(log, err);
     throw err;
   }
-  announce(log, identity);
+  announce(identity);
 }
 
 /**
@@ -157,11 +160,12 @@ async function failedToStart(log: DaemonLog, err: unknown): Promise<void> {
   await closeLogger();
 }
 
-function announce(log: DaemonLog, identity: DaemonIdentity): void {
-  setImmediate(() => {
-    log.ensure();
-    logger.info('starting signal loop', { pid: process.pid, protocol: identity.protocol });
-  });
+/**
+ * The Go shim says this at info; here it is debug, so that a healthy daemon at info level has
+ * nothing to write and never loads winston (log.ts: 2 MiB of private memory per daemon).
+ */
+function announce(identity: DaemonIdentity): void {
+  setImmediate(() => logger.debug('starting signal loop', { pid: process.pid, protocol: identity.protocol }));
 }
 
 /**
@@ -263,7 +267,7 @@ export async function runSpare(flags: ShimFlags, platform: Platform): Promise<vo
         process.exit(1);
       }
       answer(socket, { ok: true, pid: process.pid });
-      announce(log, identity);
+      announce(identity);
     })();
   });
 }
@@ -388,7 +392,7 @@ async function serve(
   }
 
   async function stop(): Promise<void> {
-    logger.info('shim shutting down');
+    logger.debug('shim shutting down');
     stopListening();
     await closeTransport().catch((err: unknown) => logger.warn('closing transport', { error: err }));
     await publisher.close(SHUTDOWN_GRACE_MS).catch(() => undefined);

@@ -274,11 +274,14 @@ export class FifoLineWriter extends Writable {
 
 /*
  * Loading winston costs ~50 ms, which `start` (latency-critical, and silent anyway) should not
- * pay. So `logger` is a proxy: while nothing has configured it and nobody needed the real object,
- * the level methods are no-ops and winston is never loaded.
+ * pay, and ~2 MiB of private memory, which a daemon at info level that never has anything to say
+ * should not pay either. So `logger` is a proxy: until something needs the real object, a line
+ * below the level a daemon asked for (configureOnDemand) is dropped without loading winston, and
+ * the first line at or above it configures the logger, then goes out through it.
  */
 let realLogger: winston.Logger | undefined;
 let fifoWriter: FifoLineWriter | undefined;
+let onDemand: { level: LogLevel; configure: () => void } | undefined;
 
 function getRealLogger(): winston.Logger {
   if (!realLogger) {
@@ -289,12 +292,38 @@ function getRealLogger(): winston.Logger {
   return realLogger;
 }
 
-const LEVEL_METHODS = new Set(['log', 'error', 'warn', 'info', 'http', 'verbose', 'debug', 'silly']);
+/** winston's default (npm) levels, most severe first. */
+const LEVELS = { error: 0, warn: 1, info: 2, http: 3, verbose: 4, debug: 5, silly: 6 } as const;
+type LogLevel = keyof typeof LEVELS;
+const isLevel = (name: string): name is LogLevel => Object.prototype.hasOwnProperty.call(LEVELS, name);
+/** `isDebugEnabled` → debug, and so on for every level. */
+const ENABLED_QUERY = /^is(\w+)Enabled$/;
+
+/**
+ * The daemon's logger is configured by `configure` once a line at `level` or above is logged (or
+ * anything else needs the real logger): until then none of winston is loaded.
+ */
+export function configureOnDemand(level: LogLevel, configure: () => void): void {
+  onDemand = { level, configure };
+}
+
+function wouldLog(level: string): boolean {
+  return onDemand !== undefined && isLevel(level) && LEVELS[level] <= LEVELS[onDemand.level];
+}
 
 export const logger: winston.Logger = new Proxy({} as winston.Logger, {
   get(_target, prop) {
-    if (!realLogger && typeof prop === 'string' && LEVEL_METHODS.has(prop)) {
-      return () => logger;
+    if (!realLogger && typeof prop === 'string') {
+      const query = ENABLED_QUERY.exec(prop);
+      if (query) return (level?: string) => wouldLog(level ?? (query[1] as string).toLowerCase());
+      if (prop === 'log') {
+        // log(level, message, meta) or log(info object)
+        return (first: unknown, ...rest: unknown[]) => {
+          const level = typeof first === 'string' ? first : (first as { level?: unknown } | undefined)?.level;
+          return typeof level === 'string' && wouldLog(level) ? forward('log', first, ...rest) : logger;
+        };
+      }
+      if (isLevel(prop)) return (...args: unknown[]) => (wouldLog(prop) ? forward(prop, ...args) : logger);
     }
     const real = getRealLogger();
     const value: unknown = Reflect.get(real, prop, real);
@@ -307,6 +336,14 @@ export const logger: winston.Logger = new Proxy({} as winston.Logger, {
     return Reflect.has(getRealLogger(), prop);
   },
 });
+
+/** The first line worth writing: configure the logger the daemon described, then log it. */
+function forward(method: string, ...args: unknown[]): winston.Logger {
+  onDemand?.configure();
+  const real = getRealLogger();
+  (Reflect.get(real, method, real) as (...a: unknown[]) => unknown).apply(real, args);
+  return logger;
+}
 
 export interface LoggerConfig {
   level: 'debug' | 'info';

@@ -575,7 +575,7 @@ describe('-debug daemon logging into the bundle log FIFO', () => {
     for (const line of lines) expect(line).toMatch(logrus);
     const started = lines.find((l) => l.includes('msg="starting signal loop"'));
     expect(started, `no start line in:\n${text}`).toBeDefined();
-    expect(started).toContain('level=info');
+    expect(started).toContain('level=debug');
     expect(started).toContain(`namespace=${b.namespace}`);
     expect(started).toContain(`pid=${pid}`);
     expect(started).toContain('runtime=io.containerd.tshim.v2');

@@ -1,0 +1,43 @@
+/**
+ * A daemon's logger is configured on demand (log.ts): at info level, debug lines and level queries
+ * never configure it (nor load winston); the first line at the level configures it once.
+ * Its own file: the logger is module state, and this must start from a logger nobody configured.
+ */
+import { PassThrough } from 'stream';
+import { describe, expect, it } from 'vitest';
+import { configureLogger, configureOnDemand, logger } from '../../src/common/log';
+
+describe('logger configured on demand', () => {
+  it('drops lines below the level without configuring, then configures once for the first line at it', async () => {
+    const stream = new PassThrough();
+    let text = '';
+    stream.on('data', (c: Buffer) => (text += c.toString()));
+    let configured = 0;
+    configureOnDemand('info', () => {
+      configured++;
+      configureLogger({ level: 'info', stream, fields: { id: 'c1' } });
+    });
+
+    logger.debug('rpc', { method: 'State' });
+    logger.log('debug', 'also below');
+    expect(logger.isDebugEnabled()).toBe(false);
+    expect(logger.isLevelEnabled('silly')).toBe(false);
+    expect(logger.isInfoEnabled()).toBe(true);
+    expect(logger.isErrorEnabled()).toBe(true);
+    expect(configured).toBe(0);
+
+    logger.warn('publish failed', { topic: '/tasks/exit' });
+    expect(configured).toBe(1);
+    logger.info('second');
+    logger.debug('still hidden');
+    expect(configured).toBe(1);
+    await new Promise<void>((resolve) => {
+      const check = (): void => (text.includes('msg=second') ? resolve() : void setTimeout(check, 5));
+      check();
+    });
+    const lines = text.trim().split('\n');
+    expect(lines).toHaveLength(2);
+    expect(lines[0]).toMatch(/ level=warning msg="publish failed" id=c1 topic=\/tasks\/exit$/);
+    expect(lines[1]).toMatch(/ level=info msg=second id=c1$/);
+  });
+});
