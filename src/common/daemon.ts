@@ -187,13 +187,15 @@ function warmServe(): void {
   ]);
 }
 
-export async function runSpare(flags: ShimFlags, platform: Platform): Promise<void> {
+/** `warmed` runs once everything a first container needs is loaded (actions.ts). */
+export async function runSpare(flags: ShimFlags, platform: Platform, warmed?: () => void): Promise<void> {
   if (platform.transport) throw new Error(`spare daemons are not used on ${platform.name}`);
   const log = new DaemonLog();
   guardProcess(log.ensure);
   await platform.warmUp?.();
   if (protocolFromEnv() === 'grpc') await import('./grpc');
   warmServe();
+  warmed?.();
   const spareListener = await openListener({ ...flags, socket: '' });
   spareListener.on('error', () => undefined); // accept errors (EMFILE) cost one adoption, not the spare
 

@@ -25,6 +25,7 @@ async function runCaptured(argv: string[]): Promise<{ code: number; stdout: stri
   const code = await runCommand(parseArgs(argv), {
     stdout: sink((s) => (stdout += s)),
     stderr: sink((s) => (stderr += s)),
+    writeResult: (data) => (stdout += Buffer.from(data).toString()),
     readStdin: () => Promise.resolve(Buffer.alloc(0)),
     selfCommand: ['unused'],
     platform: currentPlatform(),
