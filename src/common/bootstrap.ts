@@ -4,12 +4,12 @@
  * latency is what users feel, so it loads nothing the daemon alone needs.
  */
 import { spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import type { ShimFlags } from './cli';
 import { groupingKey, groupPolicy, reserveDaemon } from './group';
+import { sha256Hex } from './lazy-crypto';
 import { forNodeStart } from './node-env';
 import { fdOf } from './upgrade/handles';
 import {
@@ -28,7 +28,7 @@ export interface StartResult {
 }
 
 export function socketAddress(containerdAddress: string, namespace: string, key: string, dir = DEFAULT_SOCKET_DIR): string {
-  const digest = createHash('sha256').update(path.join(containerdAddress, namespace, key)).digest('hex');
+  const digest = sha256Hex(path.join(containerdAddress, namespace, key));
   return `unix://${path.join(dir, digest)}`;
 }
 

@@ -21,7 +21,7 @@ import {
   type IConversionOptions,
   type INamespace,
   type ReflectionObject,
-} from 'protobufjs';
+} from 'protobufjs/light'; // the descriptors are JSON: no .proto parser to load (2 ms at daemon start)
 import { internal, invalidArgument } from './errors';
 import { embeddedText } from './sea';
 
@@ -258,8 +258,12 @@ function loadJson(file: string): Root {
   return rootFromJson(JSON.parse(fs.readFileSync(file, 'utf8')) as INamespace);
 }
 
+/** Running from source (tests): the .proto files themselves, through protobufjs's parser. */
 function loadProtoFiles(dir: string): Root {
-  const parsed = new Root();
+  // The full build: the parser, and the well-known types it serves for google/protobuf imports.
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const full = require('protobufjs') as typeof import('protobufjs');
+  const parsed = new full.Root();
   // Imports are written as containerd's Go import paths ("github.com/containerd/...") rooted at
   // proto/; google/protobuf/* never reaches this hook because protobufjs serves its bundled copies.
   parsed.resolvePath = (_origin: string, target: string): string =>

@@ -8,10 +8,10 @@
  * adoption request/reply (one JSON line each way over the spare's unix socket), the spare's socket
  * name, and when a spare may be used at all.
  */
-import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
+import { sha256Hex } from './lazy-crypto';
 import type { Protocol } from './bootstrap';
 
 export const ADOPTION_VERSION = 1;
@@ -87,9 +87,7 @@ function codeIdentity(): string {
  */
 export function spareSocketPath(dir: string, selfCommand: readonly string[], containerdAddress: string, protocol: Protocol): string {
   const uid = typeof process.getuid === 'function' ? process.getuid() : -1;
-  const key = createHash('sha256')
-    .update([selfCommand.join('\0'), codeIdentity(), containerdAddress, protocol, String(uid)].join('\n'))
-    .digest('hex');
+  const key = sha256Hex([selfCommand.join('\0'), codeIdentity(), containerdAddress, protocol, String(uid)].join('\n'));
   return path.join(dir, `tshim-spare-${key.slice(0, 40)}`);
 }
 

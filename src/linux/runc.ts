@@ -10,10 +10,10 @@
  * other's line; a per-call log file would avoid that but changes the observable argv and leaves stray
  * files behind when the shim dies mid-call.
  */
-import { randomBytes } from 'node:crypto';
 import { existsSync, promises as fsp, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { randomUint48 } from '../common/lazy-crypto';
 import {
   classifyRuncError,
   isContainerMissing,
@@ -257,7 +257,7 @@ export class Runc {
   /** The Process JSON goes through a private temp file because runc reads `--process` by path. */
   async exec(id: string, processJson: string | Buffer, o: ExecOptions): Promise<void> {
     const dir = process.env.XDG_RUNTIME_DIR || os.tmpdir();
-    const processFile = path.join(dir, `runc-process${randomBytes(6).readUIntBE(0, 6)}`);
+    const processFile = path.join(dir, `runc-process${randomUint48()}`);
     try {
       writeFileSync(processFile, processJson, { mode: 0o600, flag: 'wx' });
     } catch (err) {
