@@ -4,7 +4,7 @@
  * The CRI part of the benchmark: a CRI-enabled private containerd (containerd.js with `cri`),
  * handlers `runc` (Debian's containerd-shim-runc-v2) and `tshim` (`io.containerd.tshim.v2`, options
  * through runtimeoptions ConfigPath, as test/e2e/fixtures/cri-bed.ts registers it), CNI bridge +
- * host-local on a private bridge and a 10.199.X.0/24 claimed under /tmp/tshim-cri-subnets (shared
+ * host-local on a private bridge and a 10.199.X.0/24 claimed by subnet.js (shared
  * with the e2e suites, so parallel runs never pick the same one), and a minimal unary CRI client
  * over grpc-js using proto/k8s.io's runtime.v1 subset.
  */
@@ -14,58 +14,12 @@ const path = require('node:path');
 const grpc = require('@grpc/grpc-js');
 const protobuf = require('protobufjs');
 const { delay, runTimed } = require('./proc');
+const { claimSubnet } = require('./subnet');
 
 const CNI_BIN_DIR = '/usr/lib/cni';
-const SUBNET_CLAIMS = '/tmp/tshim-cri-subnets';
-const SUBNET_PREFIX = '10.199';
 
 /** @param {string} repoRoot */
 const criProto = (repoRoot) => path.join(repoRoot, 'proto', 'k8s.io', 'cri-api', 'pkg', 'apis', 'runtime', 'v1', 'api.proto');
-
-/** @param {number} pid */
-function pidAlive(pid) {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return /** @type {NodeJS.ErrnoException} */ (err).code === 'EPERM';
-  }
-}
-
-/**
- * Claims a free /24 (see the file comment); `release` gives it back.
- * @returns {Promise<{ subnet: string, release: () => void }>}
- */
-async function claimSubnet() {
-  fs.mkdirSync(SUBNET_CLAIMS, { recursive: true });
-  const start = randomBytes(1)[0] ?? 0;
-  for (let i = 0; i < 256; i++) {
-    const octet = (start + i) % 256;
-    const claim = path.join(SUBNET_CLAIMS, String(octet));
-    try {
-      fs.writeFileSync(claim, String(process.pid), { flag: 'wx' });
-    } catch (err) {
-      if (/** @type {NodeJS.ErrnoException} */ (err).code !== 'EEXIST') throw err;
-      let owner = NaN;
-      try {
-        owner = Number(fs.readFileSync(claim, 'utf8'));
-      } catch {
-        // released meanwhile
-      }
-      if (Number.isInteger(owner) && owner > 0 && !pidAlive(owner)) fs.rmSync(claim, { force: true });
-      continue;
-    }
-    const subnet = `${SUBNET_PREFIX}.${octet}.0/24`;
-    const routes = await runTimed('ip', ['-4', '-o', 'route', 'show', 'match', subnet], { timeoutMs: 10_000 });
-    const used = routes.stdout.toString('utf8').split('\n').some((l) => l.trim() !== '' && !l.startsWith('default'));
-    if (used) {
-      fs.rmSync(claim, { force: true });
-      continue;
-    }
-    return { subnet, release: () => fs.rmSync(claim, { force: true }) };
-  }
-  throw new Error(`no free ${SUBNET_PREFIX}.X.0/24 left under ${SUBNET_CLAIMS}`);
-}
 
 /**
  * @typedef {object} CriSetup
@@ -85,7 +39,7 @@ async function prepareCri(repoRoot, sandboxImage) {
   }
   const tag = randomBytes(3).toString('hex');
   const bridge = `tsbcri${tag}`;
-  const claim = await claimSubnet();
+  const claim = claimSubnet();
   /** @param {string} s */
   const q = (s) => JSON.stringify(s);
   return {

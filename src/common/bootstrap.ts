@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
-import type { ShimFlags } from './cli';
+import { daemonFlags, type ShimFlags } from './cli';
 import { groupingKey, groupPolicy, reserveDaemon } from './group';
 import { sha256Hex } from './lazy-crypto';
 import { forNodeStart } from './node-env';
@@ -276,9 +276,7 @@ function openLogFifo(bundle: string): number | undefined {
 function spawnDaemon(inputs: StartInputs, listener: net.Server): number {
   const { flags } = inputs;
   const [command, ...prefix] = daemonCommand(inputs.selfCommand, inputs.env ?? process.env);
-  const args = [...prefix, '-namespace', flags.namespace, '-id', flags.id, '-address', flags.address];
-  if (flags.publishBinary) args.push('-publish-binary', flags.publishBinary);
-  if (flags.debug) args.push('-debug');
+  const args = [...prefix, ...daemonFlags(flags)];
   const logFd = openLogFifo(inputs.bundle);
   const child = spawn(command!, args, {
     cwd: inputs.bundle,

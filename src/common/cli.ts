@@ -16,6 +16,17 @@ export interface ShimFlags {
   debug: boolean;
 }
 
+/**
+ * The flags a daemon is launched with, as containerd would see them in its argv (a spare that is
+ * adopted shows them as its title): one builder for every launch, so they never drift apart.
+ */
+export function daemonFlags(f: Pick<ShimFlags, 'namespace' | 'id' | 'address' | 'publishBinary' | 'debug'>): string[] {
+  const args = ['-namespace', f.namespace, '-id', f.id, '-address', f.address];
+  if (f.publishBinary) args.push('-publish-binary', f.publishBinary);
+  if (f.debug) args.push('-debug');
+  return args;
+}
+
 export type Command =
   | { kind: 'start'; flags: ShimFlags }
   | { kind: 'delete'; flags: ShimFlags }

@@ -7,7 +7,7 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import type { Backend, Platform } from './backend';
 import { listenPrivately, protocolFromEnv, socketPath, type Protocol } from './bootstrap';
-import type { ShimFlags } from './cli';
+import { daemonFlags, type ShimFlags } from './cli';
 import { FORWARD_REQUEST, Publisher } from './events';
 import { closeLogger, configureLogger, configureOnDemand, logger } from './log';
 import { TaskService } from './service';
@@ -288,7 +288,7 @@ function takeIdentity(request: AdoptionRequest, platform: Platform): DaemonIdent
     // The argv a launched daemon has: tools that read /proc/PID/cmdline find the same words.
     const script = process.argv[1];
     const program = script && script !== process.execPath ? [process.execPath, script] : [process.execPath];
-    process.title = [...program, '-namespace', request.namespace, '-id', request.id, '-address', request.address].join(' ');
+    process.title = [...program, ...daemonFlags(request)].join(' ');
   } catch {
     // a title is a courtesy
   }

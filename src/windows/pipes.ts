@@ -16,7 +16,7 @@ import * as path from 'node:path';
 import { Writable } from 'node:stream';
 import type { PlatformTransport } from '../common/backend';
 import type { StartInputs, StartResult } from '../common/bootstrap';
-import type { ShimFlags } from '../common/cli';
+import { daemonFlags, type ShimFlags } from '../common/cli';
 import { forNodeStart } from '../common/node-env';
 
 const PIPE_ROOT = '\\\\.\\pipe\\';
@@ -77,9 +77,7 @@ export async function startWindows(inputs: StartInputs): Promise<StartResult> {
 function spawnDaemon(inputs: StartInputs, address: string): Promise<number> {
   const { flags, bundle } = inputs;
   const [command, ...prefix] = inputs.selfCommand;
-  const args = [...prefix, '-namespace', flags.namespace, '-id', flags.id, '-address', flags.address, '-socket', address];
-  if (flags.publishBinary) args.push('-publish-binary', flags.publishBinary);
-  if (flags.debug) args.push('-debug');
+  const args = [...prefix, ...daemonFlags(flags), '-socket', address];
   const panicLog = fs.openSync(path.join(bundle, 'panic.log'), 'a');
   return new Promise<number>((resolve, reject) => {
     const child = spawn(command!, args, {

@@ -80,6 +80,9 @@ describe.skipIf(process.env['TSHIM_SPARE'] === '0')('spare daemons', () => {
       const adopted = await shimOf(cd, second);
       expect(adopted.pid).toBe(spare.pid);
       expect(adopted.cmdline).toEqual(expect.arrayContaining(['-namespace', cd.namespace, '-id', second, '-address', cd.address]));
+      // the same flags a launched daemon has, -publish-binary included
+      const flagsOf = (argv: string[]): string[] => argv.slice(argv.indexOf('-namespace'));
+      expect(flagsOf(adopted.cmdline)).toEqual(flagsOf(launched.cmdline).map((a) => (a === first ? second : a)));
       expect(readlinkSync(`/proc/${adopted.pid}/cwd`)).toBe(bundleOf(cd, second));
       expect(readlinkSync(`/proc/${adopted.pid}/fd/2`)).toBe(path.join(bundleOf(cd, second), 'log'));
       expect(readFileSync(`/proc/${adopted.pid}/cgroup`, 'utf8')).toContain(`:memory:/${cgroupName}\n`);

@@ -111,9 +111,9 @@ describe('upgrade command line', () => {
       kind: 'upgrade', flags: { socket: '/run/containerd/s/x' }, socketDir: '/d',
     });
     expect(parseArgs(['-upgrade-check', '/run/tshim/upgrade/1.json'])).toEqual({ kind: 'upgrade-check', file: '/run/tshim/upgrade/1.json' });
-    // the daemon flags a hand-over execs with are an ordinary daemon's
-    const { daemonArgs } = await import('../../src/common/upgrade/handover');
-    const args = daemonArgs({ namespace: 'n', id: 'i', address: '/a', publishBinary: '/p', debug: true, bundle: '/b', ttrpcAddress: undefined, protocol: 'ttrpc' });
+    // the flags every daemon launch uses (start, a hand-over, an adopted spare's title) parse back
+    const { daemonFlags } = await import('../../src/common/cli');
+    const args = daemonFlags({ namespace: 'n', id: 'i', address: '/a', publishBinary: '/p', debug: true });
     expect(parseArgs(args)).toEqual({
       kind: 'serve',
       flags: { namespace: 'n', id: 'i', address: '/a', publishBinary: '/p', bundle: '', socket: '', spare: '', debug: true },

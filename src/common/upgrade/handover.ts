@@ -31,6 +31,7 @@ import type { Publisher } from '../events';
 import { failedPrecondition, invalidArgument, unavailable } from '../errors';
 import { logger } from '../log';
 import { forNodeStart } from '../node-env';
+import { daemonFlags } from '../cli';
 import { within } from '../settle';
 import { codec } from '../proto';
 import type { TaskService } from '../service';
@@ -227,7 +228,7 @@ async function handOver(host: HandoverHost, launcher: string, quiesceMs: number)
       for (const fd of state.fds) setCloseOnExec(fd, true);
     });
     logger.info('handing over to a new shim image', { launcher, to: check.message, containers: state.containers.length });
-    const argv = [launcher, ...daemonArgs(host.identity)];
+    const argv = [launcher, ...daemonFlags(host.identity)];
     execve(launcher, argv, forNodeStart({ ...process.env, [STATE_ENV]: stateFile }));
     throw new Error('execve returned');
   } catch (err) {
@@ -236,14 +237,6 @@ async function handOver(host: HandoverHost, launcher: string, quiesceMs: number)
     logger.warn('upgrade not done; this image keeps serving', { error: message });
     return failedResult(message);
   }
-}
-
-/** The daemon's own flags, as `start` would have launched it. */
-export function daemonArgs(identity: DaemonIdentityState): string[] {
-  const args = ['-namespace', identity.namespace, '-id', identity.id, '-address', identity.address];
-  if (identity.publishBinary) args.push('-publish-binary', identity.publishBinary);
-  if (identity.debug) args.push('-debug');
-  return args;
 }
 
 function collectState(host: HandoverHost, pausedAt: number, pausedAtNs: bigint): HandoverState {
