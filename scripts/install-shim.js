@@ -7,6 +7,12 @@
  * need neither the checkout beside them nor node on containerd's PATH; the package itself (this
  * checkout, or npm's global copy) must stay where it is. Run it again after moving either.
  *
+ * The file is both a shell script and the JavaScript launcher: sh runs its first two lines, which
+ * park NODE_EXTRA_CA_CERTS (src/common/node-env.ts: node would load that bundle on every start, and
+ * print a warning into `start`'s output, which containerd reads as the address, when the file is
+ * gone) and exec node on the file itself; node skips the `#!` line and reads the second as a string
+ * and a comment.
+ *
  * Usage: npm run install-shim -- DIR        (from a built checkout)
  *        node <package>/scripts/install-shim.js DIR
  */
@@ -27,9 +33,13 @@ function install(dir) {
     throw new Error(`${template} has no line \`${CODE_LINE}\` to record the code location in`);
   }
   // An absolute node: containerd's PATH (systemd's default) often lacks where node lives.
-  const node = /\s/.test(process.execPath) ? '/usr/bin/env node' : process.execPath;
+  const node = process.execPath;
+  const { PARKED_CA_CERTS } = require(path.join(pkg, 'dist', 'common', 'node-env.js'));
+  const park =
+    `if [ -n "\${NODE_EXTRA_CA_CERTS:-}" ]; then ${PARKED_CA_CERTS}=$NODE_EXTRA_CA_CERTS; export ${PARKED_CA_CERTS}; fi; ` +
+    'unset NODE_EXTRA_CA_CERTS';
   const launcher = text
-    .replace(/^#!.*\n/, `#!${node}\n`)
+    .replace(/^#!.*\n/, `#!/bin/sh\n':' //; ${park}; exec ${shellQuote(node)} "$0" "$@"\n`)
     .replace(CODE_LINE, `const CODE = ${JSON.stringify(main)};`);
 
   fs.mkdirSync(dir, { recursive: true });
@@ -42,6 +52,11 @@ function install(dir) {
   fs.renameSync(tmp, target);
   const version = execFileSync(target, ['-v'], { encoding: 'utf8' }).match(/Version:\s*(\S+)/);
   return `${target} (version ${version ? version[1] : 'unknown'}, code ${main}, node ${node})`;
+}
+
+/** One word for sh, whatever the path holds. */
+function shellQuote(word) {
+  return `'${word.replaceAll("'", "'\\''")}'`;
 }
 
 const args = process.argv.slice(2);

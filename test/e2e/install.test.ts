@@ -184,6 +184,22 @@ describe.concurrent.each(FORMS)('installed as $name', ({ dir, realUnder }) => {
   });
 });
 
+describe("NODE_EXTRA_CA_CERTS in containerd's environment", () => {
+  it("install-shim's launcher parks it: a stale path does not reach start's output, where containerd reads the address", async () => {
+    const gone = at('gone-ca.pem');
+    const cd = await startContainerd({ shimDir: at('shim-checkout'), env: { NODE_EXTRA_CA_CERTS: gone } });
+    try {
+      await importBusyboxImage(cd);
+      await runContainer(cd, RUNTIME, shimIn('shim-checkout'));
+      // node itself (no launcher of ours) prints the warning start's output would have carried
+      const plain = await run([process.execPath, '-e', '0'], { env: { ...process.env, NODE_EXTRA_CA_CERTS: gone } });
+      expect(plain.stderr).toContain('Ignoring extra certs');
+    } finally {
+      expect(await cd.stop()).toEqual([]);
+    }
+  });
+});
+
 describe.concurrent('a launcher without its code', () => {
   const flags = ['-namespace', 'install-test', '-address', '/run/none.sock', '-publish-binary', '/bin/false', '-id', 'x'];
 
