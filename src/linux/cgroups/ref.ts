@@ -127,7 +127,9 @@ export async function cgroupOfPid(pid: number, root: string = DEFAULT_CGROUP_ROO
   if (!Number.isInteger(pid) || pid <= 0) throw invalidArgument(`invalid pid ${pid}`);
   let text: string;
   try {
-    text = await fs.promises.readFile(`/proc/${pid}/cgroup`, 'utf8');
+    // procfs and cgroupfs are the kernel's: synchronous reads never wait on a device, and a v1
+    // lookup is a dozen of them (a threadpool round trip each, when asynchronous)
+    text = fs.readFileSync(`/proc/${pid}/cgroup`, 'utf8');
   } catch (err) {
     const code = errnoCode(err);
     if (code === 'ENOENT' || code === 'ESRCH') throw notFound('cgroup does not exist');
@@ -136,25 +138,25 @@ export async function cgroupOfPid(pid: number, root: string = DEFAULT_CGROUP_ROO
   const mode = root === DEFAULT_CGROUP_ROOT ? cgroupMode() : detectMode(root);
   if (mode === 'v2') {
     const ref = parseProcCgroup(text, mode, root);
-    if (typeof ref.paths !== 'string' || !(await isDir(ref.paths))) throw notFound('cgroup does not exist');
+    if (typeof ref.paths !== 'string' || !isDir(ref.paths)) throw notFound('cgroup does not exist');
     return ref;
   }
   const resolved = new Map<string, string>();
   for (const h of v1Hierarchies(text.split('\n').filter((l) => l.trim() !== ''))) {
     const combined = path.join(root, h.mountName, h.cgPath);
-    const combinedExists = await isDir(combined);
+    const combinedExists = isDir(combined);
     for (const c of h.controllers) {
       const dir = combinedExists ? combined : path.join(root, c, h.cgPath);
-      if (combinedExists || (await isDir(dir))) resolved.set(c, dir);
+      if (combinedExists || isDir(dir)) resolved.set(c, dir);
     }
   }
   if (resolved.size === 0) throw notFound('cgroup does not exist');
   return { mode, paths: resolved };
 }
 
-async function isDir(p: string): Promise<boolean> {
+function isDir(p: string): boolean {
   try {
-    return (await fs.promises.stat(p)).isDirectory();
+    return fs.statSync(p).isDirectory();
   } catch {
     return false;
   }
