@@ -409,6 +409,7 @@ async function serve(
       stopping ??= stop();
     });
   }
+  publisher.prepare();
 }
 
 /** The launcher file this daemon runs from (what `start` spawned, or containerd for a spare). */

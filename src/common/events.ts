@@ -31,6 +31,8 @@ export interface EventEnvelope {
 export interface ForwardTransport {
   /** Delivers one event; `signal` aborts the attempt (timeout or publisher closing). */
   forward(envelope: EventEnvelope, options?: { signal?: AbortSignal }): Promise<void>;
+  /** Gets ready for the first event ahead of it (dials); a failure here is the first forward's to report. */
+  prepare?(): void;
   close(): void;
 }
 
@@ -105,6 +107,14 @@ export class TtrpcForwardTransport implements ForwardTransport {
       if (this.client === client) this.client = undefined;
       await send(await this.connection());
     }
+  }
+
+  /**
+   * Dials now: the first event of a daemon is its container's TaskCreate, sent while containerd
+   * waits for Create's reply, and dialling then put ~5 ms on that reply.
+   */
+  prepare(): void {
+    this.connection().catch(() => undefined);
   }
 
   close(): void {
@@ -250,6 +260,11 @@ export class Publisher implements EventSink {
     this.retryDelayMs = options.retryDelayMs ?? ((attempt) => attempt * 1000);
     this.maxQueue = Math.max(1, options.maxQueue ?? 2048);
     this.transport = transport ?? selectTransport(options, this.forwardTimeoutMs);
+  }
+
+  /** Lets the transport get ready for the first event (a daemon calls it when it starts serving). */
+  prepare(): void {
+    if (!this.closed) this.transport?.prepare?.();
   }
 
   /** Events accepted but not yet delivered or dropped, including the one in flight. */

@@ -233,7 +233,7 @@ interface Received {
 }
 
 /** A containerd-like events endpoint on a unix socket. */
-async function startEventsServer(socketPath: string, received: Received[]): Promise<{ stop: () => Promise<void> }> {
+async function startEventsServer(socketPath: string, received: Received[]): Promise<{ stop: () => Promise<void>; connections: () => number }> {
   const server = new TtrpcServer();
   const forwardRequest = codec<{ envelope: Received['envelope'] }>('containerd.services.events.ttrpc.v1.ForwardRequest');
   server.register('containerd.services.events.ttrpc.v1.Events', {
@@ -247,12 +247,15 @@ async function startEventsServer(socketPath: string, received: Received[]): Prom
     },
   });
   const netServer = net.createServer();
+  let connections = 0;
+  netServer.on('connection', () => connections++);
   server.attach(netServer);
   await new Promise<void>((resolve, reject) => {
     netServer.once('error', reject);
     netServer.listen(socketPath, () => resolve());
   });
   return {
+    connections: () => connections,
     stop: async () => {
       await server.shutdown(100);
       await new Promise((resolve) => netServer.close(resolve));
@@ -294,6 +297,25 @@ describe('TtrpcForwardTransport against a real ttrpc server', () => {
     expect(exitEvent).toMatchObject({ containerId: 'c1', id: 'exec-1', pid: 4242, exitStatus: 137 });
     expect(del.envelope.topic).toBe('/tasks/delete');
     expect(del.envelope.event.typeUrl).toBe('containerd.events.TaskDelete');
+  });
+
+  it('prepare() dials ahead of the first event, which then goes over that connection; with nobody listening it is harmless', async () => {
+    const sock = path.join(tmp, 'events-p.sock');
+    const received: Received[] = [];
+    const early = new Publisher({ namespace: 'default', ttrpcAddress: sock, retryDelayMs: () => 20 });
+    early.prepare(); // nothing listens yet
+    const server = await startEventsServer(sock, received);
+    const publisher = new Publisher({ namespace: 'default', ttrpcAddress: sock });
+    publisher.prepare();
+    await waitFor(() => server.connections() === 1);
+    expect(received).toHaveLength(0);
+    publisher.publish('/tasks/create', 'containerd.events.TaskCreate', { containerId: 'c1', pid: 1 });
+    early.publish('/tasks/create', 'containerd.events.TaskCreate', { containerId: 'c2', pid: 2 });
+    await waitFor(() => received.length === 2);
+    expect(server.connections()).toBe(2);
+    await publisher.close(1000);
+    await early.close(1000);
+    await server.stop();
   });
 
   it('delivers in order once a server that was down comes up', async () => {

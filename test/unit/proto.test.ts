@@ -364,4 +364,15 @@ describe('warmCodecs (what a spare daemon compiles while idle)', () => {
     expect(() => warmCodecs([...Object.values(TASK_METHODS).flatMap((m) => [m.request, m.response]), ...Object.values(EVENT_TOPICS)])).not.toThrow();
     expect(() => warmCodecs(['containerd.task.v2.NoSuchMessage'])).toThrow(/unknown protobuf message type/);
   });
+
+  it('compiles the message types inside them too (protobufjs generates a type\'s code on its own first use)', async () => {
+    const { protoRoot, warmCodecs } = await import('../../src/common/proto');
+    const generated = (name: string): boolean => Object.prototype.hasOwnProperty.call(protoRoot().lookupType(name), 'encode');
+    // ForwardRequest > Envelope > Any, and the Timestamp in the Envelope
+    const inner = ['containerd.services.events.ttrpc.v1.Envelope', 'google.protobuf.Any', 'google.protobuf.Timestamp'];
+    const before = inner.filter(generated);
+    warmCodecs(['containerd.services.events.ttrpc.v1.ForwardRequest']);
+    expect(inner.filter(generated)).toEqual(inner);
+    expect(before).not.toEqual(inner); // the test would prove nothing if they were already compiled
+  });
 });
