@@ -1,5 +1,4 @@
 /** Files in the OCI bundle that the backend reads or writes beside containerd's. */
-import * as fs from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { internal, invalidArgument } from '../common/errors';
@@ -36,7 +35,8 @@ interface OciSpecSubset {
  */
 export async function sharesPidNamespace(bundle: string): Promise<boolean> {
   try {
-    const spec = JSON.parse(await fs.readFile(bundleFiles.config(bundle), 'utf8')) as OciSpecSubset;
+    // synchronous: a file in containerd's state dir, read as the init exits (before its exit event)
+    const spec = JSON.parse(readFileSync(bundleFiles.config(bundle), 'utf8')) as OciSpecSubset;
     const pidNs = spec.linux?.namespaces?.find((ns) => ns.type === 'pid');
     return !pidNs || !!pidNs.path;
   } catch {

@@ -92,8 +92,10 @@ export function growPipe(fd: number): void {
 export async function openFifoSink(file: string): Promise<Sink> {
   let reader = -1;
   try {
-    reader = await openFd(file, fsc.O_RDONLY | fsc.O_NONBLOCK);
-    const writer = await openFd(file, fsc.O_WRONLY | fsc.O_NONBLOCK);
+    // Synchronous: a FIFO opened O_NONBLOCK never waits (the writer finds our reader), and a
+    // threadpool round trip per open cost more than the opens (two per FIFO, per process).
+    reader = fs.openSync(file, fsc.O_RDONLY | fsc.O_NONBLOCK);
+    const writer = fs.openSync(file, fsc.O_WRONLY | fsc.O_NONBLOCK);
     growPipe(writer);
     return fifoSinkFromFds(writer, reader);
   } catch (err) {
@@ -204,9 +206,10 @@ export async function openStdinFifo(file: string): Promise<StdinFifo> {
   let readerFd = -1;
   let writerFd = -1;
   try {
-    readerFd = await openFd(file, fsc.O_RDONLY | fsc.O_NONBLOCK);
+    // synchronous, as openFifoSink's
+    readerFd = fs.openSync(file, fsc.O_RDONLY | fsc.O_NONBLOCK);
     // Opened before anything reads: without a writer, a read would report EOF at once.
-    writerFd = await openFd(file, fsc.O_WRONLY | fsc.O_NONBLOCK);
+    writerFd = fs.openSync(file, fsc.O_WRONLY | fsc.O_NONBLOCK);
     return stdinFifoFromFds(readerFd, writerFd);
   } catch (err) {
     if (readerFd >= 0) closeFd(readerFd);

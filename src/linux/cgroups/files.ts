@@ -4,7 +4,7 @@
  * the proto layer accepts decimal strings for 64-bit fields. Using strings for all of them, not
  * only the large ones, keeps the shape of a metrics object independent of the values in it.
  */
-import { promises as fsp } from 'fs';
+import { readFileSync } from 'fs';
 import { errnoCode } from '../../common/errors';
 
 /** A uint64 as a canonical decimal string (no sign, no leading zeros). */
@@ -22,10 +22,14 @@ const U64_MAX_BIG = 18446744073709551615n;
  */
 const ABSENT_CODES = new Set(['ENOENT', 'ENOTDIR', 'ENODEV', 'ESRCH', 'EOPNOTSUPP', 'EINVAL']);
 
-/** Contents of a control file, or undefined when the file does not exist for this cgroup. */
+/**
+ * Contents of a control file, or undefined when the file does not exist for this cgroup. Read
+ * synchronously: cgroupfs is the kernel's, a read never waits on a device, and Stats reads dozens
+ * of them (a threadpool round trip each, when asynchronous).
+ */
 export async function readOptional(path: string): Promise<string | undefined> {
   try {
-    return await fsp.readFile(path, 'utf8');
+    return readFileSync(path, 'utf8');
   } catch (err) {
     const code = errnoCode(err);
     if (code !== undefined && ABSENT_CODES.has(code)) return undefined;
