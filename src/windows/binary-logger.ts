@@ -1,7 +1,7 @@
 /**
  * `binary://` log URIs on Windows, the contract runhcs gives logging drivers (containerd's
  * runtime/v2/logging on Windows speaks it): the shim serves three named pipes,
- * `\\.\pipe\binary-<tag>-stdout|stderr|wait`, starts the driver named by the URI's path with the
+ * `\\.\pipe\binary-<tag>-stdout|stderr|wait` (loggerTag), starts the driver named by the URI's path with the
  * query as arguments (each key, then its value when not empty) and CONTAINER_ID,
  * CONTAINER_NAMESPACE, CONTAINER_STDOUT, CONTAINER_STDERR, CONTAINER_WAIT in its environment. The
  * driver dials stdout and stderr, then dials the wait pipe and closes it: from then on it consumes
@@ -61,6 +61,17 @@ export function driverCommand(uri: string): { path: string; args: string[] } {
     if (v !== '') args.push(v);
   }
   return { path: p, args };
+}
+
+/**
+ * The part of a process's pipe names that is its own: namespace, container id and exec id, joined
+ * by characters containerd never allows in those identifiers (letters, digits, `.`, `_` and `-`
+ * only), so no two processes on the host share a pipe name (runhcs uses the task id alone: two
+ * namespaces, or an exec `b` of `a` and a container `a-b`, would collide). Drivers read the names
+ * from CONTAINER_STDOUT/STDERR/WAIT, never build them.
+ */
+export function loggerTag(namespace: string, containerId: string, execId?: string): string {
+  return `${namespace}+${containerId}${execId ? `@${execId}` : ''}`;
 }
 
 function pipeName(tag: string, which: string): string {

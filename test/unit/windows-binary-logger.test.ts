@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { Code } from '../../src/common/errors';
-import { driverCommand, isBinaryUri } from '../../src/windows/binary-logger';
+import { driverCommand, isBinaryUri, loggerTag } from '../../src/windows/binary-logger';
 
 describe('binary:// logging driver command', () => {
   it('takes a drive-letter path from the URI path, in Windows form', () => {
@@ -28,5 +28,13 @@ describe('binary:// logging driver command', () => {
   it('recognises the scheme', () => {
     expect(isBinaryUri('binary:///C:/d.exe')).toBe(true);
     expect(isBinaryUri('\\\\.\\pipe\\ctr-1-stdout')).toBe(false);
+  });
+});
+
+describe('loggerTag (the process part of the pipe names)', () => {
+  it('never gives two processes the same pipes: exec `b` of `a` is not container `a-b`, namespaces differ', () => {
+    const tags = [loggerTag('ns', 'a', 'b'), loggerTag('ns', 'a-b'), loggerTag('ns', 'a'), loggerTag('ns-2', 'a'), loggerTag('ns', 'a', 'b-c'), loggerTag('ns', 'a-b', 'c')];
+    expect(new Set(tags).size).toBe(tags.length);
+    expect(loggerTag('k8s.io', 'web-1', 'e1')).toBe('k8s.io+web-1@e1');
   });
 });

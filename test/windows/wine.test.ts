@@ -127,16 +127,16 @@ suite('Windows backend under Wine against a simulated HCS (stand-in vmcompute.dl
     expect(e4.env).toEqual({
       CONTAINER_ID: 'c1',
       CONTAINER_NAMESPACE: NS,
-      CONTAINER_STDOUT: '\\\\.\\pipe\\binary-c1-e4-stdout',
-      CONTAINER_STDERR: '\\\\.\\pipe\\binary-c1-e4-stderr',
-      CONTAINER_WAIT: '\\\\.\\pipe\\binary-c1-e4-wait',
+      CONTAINER_STDOUT: `\\\\.\\pipe\\binary-${NS}+c1@e4-stdout`,
+      CONTAINER_STDERR: `\\\\.\\pipe\\binary-${NS}+c1@e4-stderr`,
+      CONTAINER_WAIT: `\\\\.\\pipe\\binary-${NS}+c1@e4-wait`,
     });
     expect(ok('log1.wait')['exitStatus']).toBe(3);
     ok('log1.delete');
     const log1 = step('log1.log') as unknown as Report;
     expect(log1.stdout).toContain('init-log');
     expect(log1.stderr).toContain('init-err');
-    expect(log1.env['CONTAINER_STDOUT']).toBe('\\\\.\\pipe\\binary-log1-stdout');
+    expect(log1.env['CONTAINER_STDOUT']).toBe(`\\\\.\\pipe\\binary-${NS}+log1-stdout`);
     expect(refused('log2.create', CODE.Unavailable)).toContain('logger');
     expect(calls.filter((c) => c.endsWith('C:\\snapshots\\log2')).slice(-1)[0]).toBe('DeactivateLayer C:\\snapshots\\log2');
   });
