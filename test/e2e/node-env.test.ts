@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PARKED_CA_CERTS } from '../../src/common/node-env';
 import { removeContainer, shimProcesses, spareProcesses, startContainerd, uniqueId, type Containerd } from './harness';
 import { importBusyboxImage } from './image';
-import { scratchDir } from './fixtures/suite';
+import { scratchDir, until } from './fixtures/suite';
 
 const RUNTIME = 'io.containerd.tshim.v2';
 
@@ -28,7 +28,7 @@ describe("NODE_EXTRA_CA_CERTS in containerd's environment", () => {
     const dir = await fs.mkdtemp('/tmp/tse-ca-');
     bundleFile = path.join(dir, 'ca.pem');
     await fs.writeFile(bundleFile, rootCertificates.slice(0, 3).join('\n'));
-    cd = await startContainerd({ env: { NODE_EXTRA_CA_CERTS: bundleFile } });
+    cd = await startContainerd({ env: { NODE_EXTRA_CA_CERTS: bundleFile, TSHIM_SPARE: '1' } }); // the spare's path is under test too
     image = await importBusyboxImage(cd);
   });
   afterAll(async () => {
@@ -46,8 +46,13 @@ describe("NODE_EXTRA_CA_CERTS in containerd's environment", () => {
     const config = path.join(dir, 'runtime.toml');
     await fs.writeFile(config, `BinaryName = "${wrapper}"\n`);
     try {
-      // the first daemon is launched by `start`; the second container's is the spare it left
-      for (const id of ids) await cd.ctr(['run', '-d', '--runtime', RUNTIME, '--runtime-config-path', config, image, id, 'sleep', '1000']);
+      // the first daemon is launched by `start`; the second container's is the spare it left,
+      // which takes the second start's environment in place of its own (the variable unparked)
+      const run = (id: string): Promise<unknown> => cd.ctr(['run', '-d', '--runtime', RUNTIME, '--runtime-config-path', config, image, id, 'sleep', '1000']);
+      await run(ids[0]!);
+      const spare = await until('the spare the first start left', async () => (await spareProcesses(cd))[0]);
+      await run(ids[1]!);
+      expect((await shimProcesses(cd, ids[1]!)).map((p) => p.pid)).toEqual([spare.pid]);
       const daemons = [...(await shimProcesses(cd)), ...(await spareProcesses(cd))];
       expect(daemons.length).toBeGreaterThanOrEqual(2);
       for (const daemon of daemons) {
