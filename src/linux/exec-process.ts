@@ -84,6 +84,6 @@ export class LinuxExec extends LinuxProcess {
   }
 
   protected async deleteRuntimeState(): Promise<void> {
-    await removeQuietly(bundleFiles.execPid(this.params.bundle, this.params.execId));
+    removeQuietly(bundleFiles.execPid(this.params.bundle, this.params.execId));
   }
 }

@@ -4,7 +4,7 @@
  * Exit statuses come from the reaper, which the pid (from runc's pid file) is handed to as soon as
  * it is known; a process that already exited stays a zombie until then, so nothing is lost.
  */
-import * as fs from 'node:fs/promises';
+import { rmSync } from 'node:fs';
 import type { ExitStatus, PlatformProcess } from '../common/backend';
 import { notFound, PROCESS_ALREADY_FINISHED } from '../common/errors';
 import { logger } from '../common/log';
@@ -139,6 +139,11 @@ export abstract class LinuxProcess implements PlatformProcess {
   }
 }
 
-export async function removeQuietly(file: string): Promise<void> {
-  await fs.rm(file, { force: true }).catch(() => undefined);
+/** Synchronous: a file in the bundle (an exec's pid file), removed while containerd waits on Delete. */
+export function removeQuietly(file: string): void {
+  try {
+    rmSync(file, { force: true });
+  } catch {
+    // gone with its bundle, or never written
+  }
 }
