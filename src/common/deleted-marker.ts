@@ -12,14 +12,14 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { encodeDeleteResponse } from './wire';
 
 export const DELETED_MARKER = 'tshim-deleted';
 
-export function writeDeletedMarker(bundle: string, response: { pid: number; exitStatus: number; exitedAt: Date }): void {
+/** `response` is the encoded DeleteResponse (wire.ts), as `delete` prints it. */
+export function writeDeletedMarker(bundle: string, response: Uint8Array): void {
   const file = path.join(bundle, DELETED_MARKER);
   const tmp = `${file}.${process.pid}`;
-  fs.writeFileSync(tmp, encodeDeleteResponse(response), { mode: 0o600 });
+  fs.writeFileSync(tmp, response, { mode: 0o600 });
   fs.renameSync(tmp, file);
 }
 
@@ -34,4 +34,16 @@ export function readDeletedMarker(bundle: string): Buffer | undefined {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * The marker a `delete` command line points at, when it is containerd's form (`… -bundle B …
+ * delete`) and B has one; undefined sends it through the whole action (actions.ts), which looks
+ * for the marker again after parsing the flags in full.
+ */
+export function deletedMarkerFor(argv: readonly string[]): Buffer | undefined {
+  if (argv[argv.length - 1] !== 'delete') return undefined;
+  const at = argv.indexOf('-bundle');
+  const bundle = at >= 0 ? argv[at + 1] : undefined;
+  return bundle && path.isAbsolute(bundle) ? readDeletedMarker(bundle) : undefined;
 }

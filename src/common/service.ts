@@ -14,6 +14,7 @@ import { packAny, toTimestamp } from './proto';
 import type * as T from './types';
 import type { ContainerStateRecord } from './upgrade/state';
 import { shimVersion } from './version';
+import { encodeDeleteResponse } from './wire';
 
 export interface ServiceHost {
   /**
@@ -175,7 +176,7 @@ export class TaskService {
     if (!r.execId) {
       this.containers.delete(r.id);
       try {
-        writeDeletedMarker(container.bundle, { pid, exitStatus: status.status, exitedAt: status.exitedAt });
+        writeDeletedMarker(container.bundle, encodeDeleteResponse({ pid, exitStatus: status.status, exitedAt: status.exitedAt }));
       } catch (err) {
         // the `delete` action then does the full cleanup, which finds nothing left
         logger.debug('cannot leave the deleted marker', { id: r.id, error: err });

@@ -278,4 +278,29 @@ describe('the deleted marker (deleted-marker.ts)', () => {
       rmSync(bundle, { recursive: true, force: true });
     }
   });
+
+  it('the entry point answers containerd\'s `delete` from it; any other form goes through the whole action', async () => {
+    const { mkdtempSync, writeFileSync, rmSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const { deletedMarkerFor } = await import('../../src/common/deleted-marker');
+    const bundle = mkdtempSync(join(tmpdir(), 'tshim-marker-'));
+    try {
+      writeFileSync(join(bundle, 'tshim-deleted'), Buffer.from([8, 7]));
+      const flags = ['-namespace', 'k8s.io', '-address', '/run/containerd/containerd.sock', '-publish-binary', '/usr/bin/containerd', '-id', 'c1'];
+      expect(deletedMarkerFor([...flags, '-bundle', bundle, 'delete'])).toEqual(Buffer.from([8, 7]));
+      expect(deletedMarkerFor([...flags, '-bundle', bundle, '-debug', 'delete'])).toEqual(Buffer.from([8, 7]));
+      for (const argv of [
+        [...flags, 'delete'], // no -bundle: the action derives it from the working directory
+        [...flags, '-bundle', 'relative/b', 'delete'],
+        [...flags, '-bundle', bundle, 'start'],
+        [...flags, '-bundle', join(bundle, 'elsewhere'), 'delete'], // no marker there
+        [`-bundle=${bundle}`, 'delete'],
+      ]) {
+        expect(deletedMarkerFor(argv), argv.join(' ')).toBeUndefined();
+      }
+    } finally {
+      rmSync(bundle, { recursive: true, force: true });
+    }
+  });
 });
