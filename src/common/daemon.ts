@@ -397,10 +397,12 @@ async function serve(
 
   async function stop(): Promise<void> {
     logger.debug('shim shutting down');
+    const since = Date.now();
     stopListening();
     await closeTransport().catch((err: unknown) => logger.warn('closing transport', { error: err }));
     await publisher.close(SHUTDOWN_GRACE_MS).catch(() => undefined);
     await closeBackend(backend);
+    logger.debug('shim stopped', { ms: Date.now() - since });
     await closeLogger();
     process.exit(0);
   }

@@ -100,17 +100,20 @@ export class TaskService {
     clearTimeout(this.reservations.get(id));
     const timer = setTimeout(() => {
       this.reservations.delete(id);
-      logger.info('reservation lapsed without a Create', { id });
+      logger.info('reservation lapsed without a Create', { for: id });
       this.endIfIdle();
     }, secondsFromEnv(process.env, 'TSHIM_RESERVATION_SECONDS', RESERVATION_MS));
     timer.unref();
     this.reservations.set(id, timer);
+    logger.debug('reserved for a start', { for: id, reserved: this.reservations.size });
     return true;
   }
 
   private releaseReservation(id: string): void {
+    if (!this.reservations.has(id)) return;
     clearTimeout(this.reservations.get(id));
     this.reservations.delete(id);
+    logger.debug('reservation released', { for: id, reserved: this.reservations.size });
   }
 
   /** Nothing served, created, or reserved: the daemon ends (decided once, synchronously). */
@@ -300,7 +303,12 @@ export class TaskService {
     // or failed) holds nothing any more.
     this.releaseReservation(r.id);
     if (!this.endIfIdle()) {
-      logger.debug('shutdown requested while containers remain or are reserved', { count: this.containerCount, reserved: this.reservations.size });
+      logger.debug('shutdown requested while containers remain or are reserved', {
+        // not `id`: every line of a daemon carries the id it was started for (log.ts defaultMeta)
+        for: r.id,
+        containers: [...this.containers.keys(), ...this.creating].join(','),
+        reserved: [...this.reservations.keys()].join(','),
+      });
     }
     return {};
   }

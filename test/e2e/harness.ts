@@ -393,10 +393,27 @@ export async function findLeftovers(cd: Containerd, idPrefix = '', timeoutMs = 1
       const bundleId = m.startsWith(bundles) ? m.slice(bundles.length).split('/')[0] ?? '' : undefined;
       if (bundleId === undefined || mine(bundleId)) found.push(`mount ${m}`);
     }
-    for (const p of await shimProcesses(cd, idPrefix)) found.push(`shim pid ${p.pid}: ${p.cmdline.join(' ')}`);
-    if (found.length === 0 || Date.now() > deadline) return found;
+    const shims = await shimProcesses(cd, idPrefix);
+    for (const p of shims) found.push(`shim pid ${p.pid}: ${p.cmdline.join(' ')}`);
+    if (found.length === 0) return found;
+    if (Date.now() > deadline) {
+      // Why a shim is still there is in its own log lines (containerd copies them into its log):
+      // what it was asked last, whether it saw Shutdown with containers or reservations left.
+      if (shims.length > 0) found.push(`tshim's last lines in containerd's log:\n${shimLogTail(cd)}`);
+      return found;
+    }
     await delay(200);
   }
+}
+
+/**
+ * The last tshim lines in this containerd's log, for a failure message (one test file's containerd
+ * runs only its own shims; a shim's lines name the container they are about, not always the one
+ * the daemon started for).
+ */
+function shimLogTail(cd: Containerd): string {
+  const lines = cd.logText().split('\n').filter((l) => l.includes('runtime=io.containerd.tshim.v2'));
+  return lines.slice(-40).join('\n') || '(no lines)';
 }
 
 /** Force-removes a test's container and its task; used in `finally` blocks, never fails. */
