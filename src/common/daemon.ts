@@ -96,8 +96,8 @@ export async function runDaemon(flags: ShimFlags, platform: Platform): Promise<v
     await runRestoredDaemon(log, stateFile, platform);
     return;
   }
-  // containerd's first Create waits for everything before the transport is attached; winston is
-  // not needed to serve it, so at info level it loads right after, overlapping runc's own work.
+  // containerd's first Create waits for everything before the transport is attached, and winston
+  // is not needed to serve it: at info level it loads for the first line worth writing (log.ts).
   if (flags.debug) log.ensure();
   guardProcess(log.ensure);
   try {
@@ -116,6 +116,10 @@ export async function runDaemon(flags: ShimFlags, platform: Platform): Promise<v
     await failedToStart(log, err);
     throw err;
   }
+  // containerd on Windows dials the daemon's log pipe shortly after `start` and gives up if it is
+  // not there: the pipe (and so the logger) must exist whether or not anything is logged. On Linux
+  // the log is the bundle's FIFO, which containerd holds open anyway: the logger waits for a line.
+  if (transport) setImmediate(log.ensure);
   announce(identity);
 }
 

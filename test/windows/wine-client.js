@@ -60,6 +60,15 @@ async function singleContainer() {
   record('c1.start', { code: started.code, address: started.address, stderr: started.stderr, files: fs.readdirSync(bundleDir(id)) });
   const client = await cd.connect(started.address);
   must('c1.connect', await call(client, 'Connect', { id }));
+  // containerd on Windows dials the daemon's log pipe soon after start, once: it must be served at
+  // info level too, before anything is logged (a bounded wait: the daemon opens it just after serving)
+  const logPipe = `\\\\.\\pipe\\containerd-shim-${NS}-${id}-log`;
+  let logServed = false;
+  for (let i = 0; i < 50 && !logServed; i++) {
+    logServed = await isServing(logPipe);
+    if (!logServed) await new Promise((r) => setTimeout(r, 100));
+  }
+  record('c1.logPipe', { served: logServed });
 
   const io = { stdin: stdioPipe('c1-stdin'), stdout: stdioPipe('c1-stdout'), stderr: stdioPipe('c1-stderr') };
   await Promise.all(Object.values(io).map((p) => p.ready));

@@ -72,6 +72,7 @@ suite('Windows backend under Wine against a simulated HCS (stand-in vmcompute.dl
   });
 
   it('start: prints the runhcs-style protected pipe address, writes address and shim.pid; Connect answers', () => {
+    expect(step('c1.logPipe')).toEqual({ served: true });
     const s = step('c1.start') as unknown as { code: number; address: string; files: string[] };
     expect(s.code).toBe(0);
     expect(s.address).toBe(`\\\\.\\pipe\\ProtectedPrefix\\Administrators\\containerd-shim-${NS}-c1-pipe`);
