@@ -173,12 +173,6 @@ function announce(identity: DaemonIdentity): void {
 }
 
 /**
- * A spare daemon (spare.ts): everything a daemon loads is loaded now, then it idles on the socket
- * `start` handed it as fd 3 until a `start` asks it to serve a container, or until it retires:
- * idle too long, its containerd gone, or SIGTERM. Only its first successful adoption counts; after
- * that it is an ordinary daemon and its spare socket is gone.
- */
-/**
  * What serving a first request costs beyond loading modules: protobufjs compiles each message
  * type's code on first use. A spare does it while idle, so adoption (which `start` waits for)
  * does not.
@@ -191,7 +185,14 @@ function warmServe(): void {
   ]);
 }
 
-/** `warmed` runs once everything a first container needs is loaded (actions.ts). */
+/**
+ * A spare daemon (spare.ts): everything a daemon loads is loaded now, then it idles on the socket
+ * `start` handed it as fd 3 until a `start` asks it to serve a container, or until it retires:
+ * idle too long, its containerd gone, or SIGTERM. Only its first successful adoption counts; after
+ * that it is an ordinary daemon and its spare socket is gone.
+ *
+ * `warmed` runs once everything a first container needs is loaded (actions.ts).
+ */
 export async function runSpare(flags: ShimFlags, platform: Platform, warmed?: () => void): Promise<void> {
   if (platform.transport) throw new Error(`spare daemons are not used on ${platform.name}`);
   const log = new DaemonLog();

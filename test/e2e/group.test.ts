@@ -16,7 +16,7 @@ import {
   findLeftovers, removeContainer, shimProcesses, startContainerd, uniqueId, waitForTaskStatus, type Containerd,
 } from './harness';
 import { importBusyboxImage } from './image';
-import { scratchDir, until } from './fixtures/suite';
+import { runtimeWrapper, scratchDir, until } from './fixtures/suite';
 
 const RUNTIME = 'io.containerd.tshim.v2';
 
@@ -85,11 +85,8 @@ describe('ShimGroup = namespace: one daemon per containerd namespace', () => {
     const later = uniqueId('ns-later');
     const dir = await scratchDir(cd, later);
     const calls = path.join(dir, 'calls');
-    const wrapper = path.join(dir, 'runc-where');
     // the working directory of each runtime call, and whether it still exists
-    await fs.writeFile(wrapper, `#!/bin/sh\necho "$(pwd -P) $(test -d . && echo ok || echo gone)" >> ${calls}\nexec runc "$@"\n`, { mode: 0o755 });
-    const config = path.join(dir, 'runtime.toml');
-    await fs.writeFile(config, `BinaryName = "${wrapper}"\n`);
+    const config = await runtimeWrapper(dir, 'runc-where', `echo "$(pwd -P) $(test -d . && echo ok || echo gone)" >> ${calls}`);
     try {
       // the daemon starts for `first` and has its bundle as working directory; then that goes
       await cd.ctr(['run', '-d', '--runtime', RUNTIME, image, first, 'sleep', '1000']);
@@ -117,17 +114,14 @@ describe('ShimGroup = namespace: one daemon per containerd namespace', () => {
     const dir = await scratchDir(cd, slow);
     const gate = path.join(dir, 'gate');
     const entered = path.join(dir, 'entered');
-    const wrapper = path.join(dir, 'runc-held');
-    await fs.writeFile(
-      wrapper,
-      `#!/bin/sh\nfor a in "$@"; do\n  if [ "$a" = create ]; then : > ${entered}; read line < ${gate}; break; fi\ndone\nexec runc "$@"\n`,
-      { mode: 0o755 },
+    const config = await runtimeWrapper(
+      dir,
+      'runc-held',
+      `for a in "$@"; do\n  if [ "$a" = create ]; then : > ${entered}; read line < ${gate}; break; fi\ndone`,
     );
     await fs.rm(gate, { force: true });
     execFileSync('mkfifo', [gate]);
     const spewing = cd.ctrBackground(['run', '--rm', '--runtime', RUNTIME, image, spew, 'sh', '-c', 'echo spewing; yes']);
-    const config = path.join(dir, 'runtime.toml');
-    await fs.writeFile(config, `BinaryName = "${wrapper}"\n`);
     const held = cd.ctrBackground(['run', '-d', '--runtime', RUNTIME, '--runtime-config-path', config, image, slow, 'sleep', '1000']);
     let released = false;
     try {

@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PARKED_CA_CERTS } from '../../src/common/node-env';
 import { removeContainer, shimProcesses, spareProcesses, startContainerd, uniqueId, type Containerd } from './harness';
 import { importBusyboxImage } from './image';
-import { scratchDir, until } from './fixtures/suite';
+import { runtimeWrapper, scratchDir, until } from './fixtures/suite';
 
 const RUNTIME = 'io.containerd.tshim.v2';
 
@@ -41,10 +41,7 @@ describe("NODE_EXTRA_CA_CERTS in containerd's environment", () => {
     const ids = [uniqueId('ca-a'), uniqueId('ca-b')];
     const dir = await scratchDir(cd, ids[0]!);
     const calls = path.join(dir, 'calls');
-    const wrapper = path.join(dir, 'runc-env');
-    await fs.writeFile(wrapper, `#!/bin/sh\necho "[$NODE_EXTRA_CA_CERTS] [$${PARKED_CA_CERTS}]" >> ${calls}\nexec runc "$@"\n`, { mode: 0o755 });
-    const config = path.join(dir, 'runtime.toml');
-    await fs.writeFile(config, `BinaryName = "${wrapper}"\n`);
+    const config = await runtimeWrapper(dir, 'runc-env', `echo "[$NODE_EXTRA_CA_CERTS] [$${PARKED_CA_CERTS}]" >> ${calls}`);
     try {
       // the first daemon is launched by `start`; the second container's is the spare it left,
       // which takes the second start's environment in place of its own (the variable unparked)
