@@ -7,6 +7,7 @@ import type { Platform } from './backend';
 import type { Command, ShimFlags } from './cli';
 import { USAGE, misuseLine } from './cli';
 import { checkNativeBeside } from './sea';
+import { startThreadpool } from './threadpool';
 
 export interface ActionIO {
   stdout: NodeJS.WritableStream;
@@ -54,6 +55,7 @@ export async function runCommand(command: Command, io: ActionIO): Promise<number
       return result.ok ? 0 : 1;
     }
     case 'serve': {
+      startThreadpool();
       const { runDaemon } = await import('./daemon');
       await runDaemon(command.flags, io.platform);
       return -1;
@@ -63,6 +65,7 @@ export async function runCommand(command: Command, io: ActionIO): Promise<number
       // need too: V8 otherwise compiles each function on its first call, which would be in the
       // adopted spare's first Create, Start and Delete (~20 ms of `ctr run --rm` here, for ~1.7 MiB
       // of bytecode). Lazy again once warm: what is loaded later is loaded on demand anyway.
+      startThreadpool();
       const { setFlagsFromString } = await import('node:v8');
       setFlagsFromString('--no-lazy');
       const { runSpare } = await import('./daemon');

@@ -101,14 +101,16 @@ export interface WaitResult {
 }
 
 type Fn = (...args: unknown[]) => number;
+/** A binding that can also run on a libuv threadpool thread (koffi's async mode). */
+type AsyncFn = Fn & { async: (...args: unknown[]) => void };
 
 interface Bindings {
   prctl: Fn;
   waitpid: Fn;
   pipe2: Fn;
   ioctl: Fn;
-  mount: Fn;
-  umount2: Fn;
+  mount: AsyncFn;
+  umount2: AsyncFn;
   eventfd: Fn;
   fcntl: Fn;
   recvmsg: Fn;
@@ -120,7 +122,7 @@ interface Bindings {
   execve: Fn;
   epoll_create1: Fn;
   epoll_ctl: Fn;
-  epoll_wait: Fn & { async: (...args: unknown[]) => void };
+  epoll_wait: AsyncFn;
   strerror: (errnum: number) => string;
   winsize: Koffi.IKoffiCType;
   cmsghdr: Koffi.IKoffiCType;
@@ -165,11 +167,13 @@ function libc(): Bindings {
     ioctl: lib.func('int ioctl(int fd, unsigned long request, ...)'),
     // int mount(const char *source, const char *target, const char *filesystemtype,
     //           unsigned long mountflags, const void *data);
+    // Also called in async mode (mountOffLoop).
     mount: lib.func(
       'int mount(const char *source, const char *target, const char *fstype, unsigned long flags, const char *data)',
-    ),
+    ) as AsyncFn,
     // int umount2(const char *target, int flags);
-    umount2: lib.func('int umount2(const char *target, int flags)'),
+    // Also called in async mode (umount2OffLoop).
+    umount2: lib.func('int umount2(const char *target, int flags)') as AsyncFn,
     // int eventfd(unsigned int initval, int flags);
     eventfd: lib.func('int eventfd(unsigned int initval, int flags)'),
     // int fcntl(int fd, int cmd, ...);
@@ -197,7 +201,7 @@ function libc(): Bindings {
     epoll_ctl: lib.func('int epoll_ctl(int epfd, int op, int fd, void *event)'),
     // int epoll_wait(int epfd, struct epoll_event *events, int maxevents, int timeout);
     // Called in koffi's async mode: it blocks on a libuv threadpool thread, not the event loop.
-    epoll_wait: lib.func('int epoll_wait(int epfd, _Out_ void *events, int maxevents, int timeout)') as Fn & { async: (...args: unknown[]) => void },
+    epoll_wait: lib.func('int epoll_wait(int epfd, _Out_ void *events, int maxevents, int timeout)') as AsyncFn,
     // char *strerror(int errnum);
     strerror: lib.func('const char *strerror(int errnum)') as (errnum: number) => string,
     winsize,
@@ -310,6 +314,47 @@ export function mount(
 
 export function umount2(target: string, flags: number): void {
   if (libc().umount2(target, flags) < 0) fail('umount2', target);
+}
+
+/**
+ * mount(2) and umount2(2) off the event loop, on a libuv threadpool thread: either can wait on the
+ * filesystem for as long as it likes (a FUSE daemon that does not answer, a block device that
+ * hangs), and a daemon serving a whole namespace must go on serving the other containers meanwhile.
+ *
+ * errno belongs to the thread that made the call and is lost with it, so a call that failed there is
+ * made once more here to learn why. A failed mount or unmount changed nothing, so the repeat fails
+ * the same way, or succeeds, which is what was asked for. The repeat runs on the loop: a failure
+ * the kernel took long to reach (a lookup that timed out) blocks the loop once for as long. A FUSE
+ * connection that was hung and is then aborted fails the repeat at once (ENOTCONN).
+ */
+export function mountOffLoop(
+  source: string | null,
+  target: string,
+  fstype: string | null,
+  flags: number,
+  data: string | null,
+): Promise<void> {
+  return offLoop(libc().mount, [source, target, fstype, flags, data], () => mount(source, target, fstype, flags, data));
+}
+
+/** umount2(2) off the event loop; see mountOffLoop. */
+export function umount2OffLoop(target: string, flags: number): Promise<void> {
+  return offLoop(libc().umount2, [target, flags], () => umount2(target, flags));
+}
+
+function offLoop(fn: AsyncFn, args: unknown[], repeatHere: () => void): Promise<void> {
+  return new Promise((resolve, reject) => {
+    fn.async(...args, (err: unknown, result: number) => {
+      if (err) return reject(err instanceof Error ? err : new Error(String(err)));
+      if (result >= 0) return resolve();
+      try {
+        repeatHere();
+        resolve();
+      } catch (failure) {
+        reject(failure);
+      }
+    });
+  });
 }
 
 export function eventfd(initval: number, flags: number): number {

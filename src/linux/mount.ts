@@ -2,7 +2,9 @@
  * Rootfs mounts (spec §11): the snapshot mounts containerd passes in CreateTaskRequest.rootfs, mounted
  * onto `<bundle>/rootfs` in order, and their teardown.
  *
- * Most mounts are a direct mount(2). Three cases go through mount(8) via spawn.ts instead, because they
+ * Most mounts are a direct mount(2), made on a threadpool thread (libc.ts, mountOffLoop): a mount
+ * may wait on its filesystem, and the daemon serving other containers must not wait with it.
+ * Three cases go through mount(8) via spawn.ts instead, because they
  * need something only a separate process (or util-linux) provides:
  *  - overlay data longer than pagesize−512: the lowerdirs must be passed relative to their common parent,
  *    which needs that directory as the cwd of the mounting process. `process.chdir` would change the cwd
@@ -10,9 +12,9 @@
  *  - `loop`: mount(8) attaches a loop device with autoclear, so it goes away with the mount;
  *  - `fuse.*` / `fuse3.*`: mount(8) runs the mount.fuse helper that starts the filesystem daemon.
  */
-import { readFileSync, realpathSync } from 'node:fs';
-import { lstat, mkdir, readlink } from 'node:fs/promises';
-import { join, posix, relative, sep } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { lstat, mkdir, readlink, realpath } from 'node:fs/promises';
+import { join, posix, relative, resolve, sep } from 'node:path';
 import { ShimError, errnoCode, invalidArgument, unknown } from '../common/errors';
 import {
   MNT_DETACH,
@@ -34,9 +36,9 @@ import {
   MS_STRICTATIME,
   MS_SYNCHRONOUS,
   MS_UNBINDABLE,
-  mount as mountSyscall,
+  mountOffLoop,
   pageSize,
-  umount2,
+  umount2OffLoop,
 } from './libc';
 import { run } from './spawn';
 
@@ -155,7 +157,7 @@ export async function mountAll(mounts: readonly MountSpec[], rootfs: string): Pr
       mounted.push(target);
     }
   } catch (err) {
-    for (const target of mounted.reverse()) undoMount(target);
+    for (const target of mounted.reverse()) await undoMount(target);
     throw err instanceof ShimError ? err : unknown(message(err), err);
   }
 }
@@ -181,15 +183,15 @@ async function mountOne(spec: MountSpec, target: string): Promise<void> {
 
   const describe = `mount ${spec.type} ${spec.source} on ${target}`;
   try {
-    mountSyscall(spec.source, target, spec.type, parsed.flags, data === '' ? null : data);
+    await mountOffLoop(spec.source, target, spec.type, parsed.flags, data === '' ? null : data);
   } catch (err) {
     throw unknown(`${describe}: ${message(err)}`, err);
   }
   try {
-    if (parsed.propagation !== undefined) mountSyscall(null, target, null, parsed.propagation, null);
-    if (parsed.needsRemountReadonly) mountSyscall(null, target, null, parsed.flags | MS_REMOUNT, null);
+    if (parsed.propagation !== undefined) await mountOffLoop(null, target, null, parsed.propagation, null);
+    if (parsed.needsRemountReadonly) await mountOffLoop(null, target, null, parsed.flags | MS_REMOUNT, null);
   } catch (err) {
-    undoMount(target);
+    await undoMount(target);
     throw unknown(`${describe}: ${message(err)}`, err);
   }
 }
@@ -239,12 +241,12 @@ function commonParent(dirs: readonly string[]): string | undefined {
 }
 
 /** Best-effort unmount used to roll back; a lazy detach is better than a leaked busy mount. */
-function undoMount(target: string): void {
+async function undoMount(target: string): Promise<void> {
   try {
-    umount2(target, 0);
+    await umount2OffLoop(target, 0);
   } catch {
     try {
-      umount2(target, MNT_DETACH);
+      await umount2OffLoop(target, MNT_DETACH);
     } catch {
       // nothing mounted there any more
     }
@@ -259,10 +261,14 @@ function undoMount(target: string): void {
 export async function unmountAll(rootfs: string): Promise<void> {
   let root: string;
   try {
-    root = realpathSync(rootfs);
+    // Off the loop: resolving the rootfs stats what is mounted there, which may be a filesystem
+    // that does not answer.
+    root = await realpath(rootfs);
   } catch (err) {
     if (errnoCode(err) === 'ENOENT') return;
-    throw unknown(`unmount ${rootfs}: ${message(err)}`, err);
+    // A filesystem that fails (ENOTCONN from an aborted FUSE connection): the mount table still
+    // names it by the path as given, which is how the shim built it.
+    root = resolve(rootfs);
   }
   const info = readMountInfo();
   // Nothing mounted there (e.g. `ctr run --rootfs`, or a second cleanup): no syscall, no FFI load.
@@ -282,7 +288,7 @@ async function peel(target: string): Promise<void> {
       continue;
     }
     try {
-      umount2(target, 0);
+      await umount2OffLoop(target, 0);
       stacked++;
       busy = 0;
       continue;

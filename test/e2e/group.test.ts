@@ -3,7 +3,8 @@
  * every container of the namespace, ends with the last one, and hands none of them to a daemon that
  * is ending (starts back to back and at once, which is where a `start` meets a daemon whose last
  * container was just deleted). Sharing a daemon must not couple containers: a runtime call that
- * hangs for one container and a consumer that stops reading another's output do not delay a third.
+ * hangs for one container, a consumer that stops reading another's output and a rootfs mount that
+ * waits on its filesystem do not delay the others.
  *
  * Containerd gets TSHIM_SHIM_GROUP=namespace in its environment, as an operator would set it for a
  * whole node; the runtime option ShimGroup does the same per runtime (unit-tested in group.test.ts).
@@ -16,7 +17,9 @@ import {
   findLeftovers, removeContainer, shimProcesses, startContainerd, uniqueId, waitForTaskStatus, type Containerd,
 } from './harness';
 import { importBusyboxImage } from './image';
+import { ContainerdApiError, createTask } from './fixtures/containerd-api';
 import { runtimeWrapper, scratchDir, until } from './fixtures/suite';
+import { mountStuckFuse, threadsWaitingOnFuse } from '../fixtures/stuck-fuse';
 
 const RUNTIME = 'io.containerd.tshim.v2';
 
@@ -157,6 +160,53 @@ describe('ShimGroup = namespace: one daemon per containerd namespace', () => {
       await spewing.exited.catch(() => undefined);
       await held.exited.catch(() => undefined);
       for (const id of [slow, spew, fast]) await removeContainer(cd, id);
+    }
+    expect(await findLeftovers(cd, 'ns-')).toEqual([]);
+  });
+
+  it('rootfs mounts that wait on their filesystem for some containers delay no other container of the daemon', async () => {
+    const keep = uniqueId('ns-keep');
+    // More waiting mounts than libuv's default threadpool has threads (4): each holds one.
+    const stuck = [1, 2, 3, 4].map((n) => uniqueId(`ns-mount${n}`));
+    const fast = uniqueId('ns-fast');
+    // A FUSE filesystem that never answers: a bind mount of a directory in it waits in the
+    // kernel until the test aborts the connection.
+    const fuse = await mountStuckFuse(path.join(await scratchDir(cd, keep), 'fuse'));
+    try {
+      await cd.ctr(['run', '-d', '--runtime', RUNTIME, image, keep, 'sleep', '1000']);
+      const creating: Promise<unknown>[] = [];
+      for (const id of stuck) {
+        await cd.ctr(['containers', 'create', '--runtime', RUNTIME, image, id, 'sleep', '1000']);
+        // one directory each: lookups of one name would queue behind the first in the kernel
+        const rootfs = [{ type: 'bind', source: path.join(fuse.path, id), options: ['rbind', 'ro'] }];
+        creating.push(
+          createTask(cd, id, {}, { rootfs, timeoutMs: 60_000 }).then(
+            () => new Error('Create succeeded on a filesystem that never answered'),
+            (err: unknown) => err,
+          ),
+        );
+      }
+      const [daemon] = await shimProcesses(cd, keep);
+      await until('every rootfs mount to wait on FUSE', async () =>
+        threadsWaitingOnFuse(daemon?.pid ?? 0) >= stuck.length ? true : undefined,
+      );
+      for (const id of stuck) expect(await addressOf(id)).toBe(await addressOf(keep));
+
+      expect(await cd.ctr(['tasks', 'exec', '--exec-id', 'x1', keep, 'echo', 'exec-ok'])).toMatchObject({ code: 0, stdout: 'exec-ok\n' });
+      expect(await cd.ctr(['run', '--rm', '--runtime', RUNTIME, image, fast, 'echo', 'not-delayed'])).toMatchObject({ code: 0, stdout: 'not-delayed\n' });
+      expect(threadsWaitingOnFuse(daemon?.pid ?? 0)).toBe(stuck.length);
+
+      await fuse.abort();
+      for (const [i, err] of (await Promise.all(creating)).entries()) {
+        expect(err).toBeInstanceOf(ContainerdApiError);
+        expect((err as ContainerdApiError).details).toContain(`mount bind ${fuse.path}/${stuck[i]} on `);
+        expect((err as ContainerdApiError).details).toContain('ENOTCONN: Transport endpoint is not connected');
+      }
+      await waitForTaskStatus(cd, keep, 'RUNNING');
+    } finally {
+      await fuse.cleanup();
+      await cd.ctr(['tasks', 'kill', '-s', 'SIGKILL', keep], { allowFail: true });
+      for (const id of [keep, ...stuck, fast]) await removeContainer(cd, id);
     }
     expect(await findLeftovers(cd, 'ns-')).toEqual([]);
   });

@@ -5,6 +5,8 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Code, ShimError } from '../../src/common/errors';
 import { MNT_DETACH, MS_BIND, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC, MS_REMOUNT, mount, pageSize, umount2 } from '../../src/linux/libc';
 import { compactLowerdirs, mountAll, parseMountOptions, secureJoin, unmountAll } from '../../src/linux/mount';
+import { mountStuckFuse, threadsWaitingOnFuse } from '../fixtures/stuck-fuse';
+import { until } from '../e2e/fixtures/suite';
 
 function mountsUnder(dir: string): { target: string; fsType: string; options: string }[] {
   return readFileSync('/proc/self/mountinfo', 'utf8')
@@ -209,5 +211,54 @@ describe('mountAll / unmountAll (real mounts)', () => {
     await unmountAll(fresh);
     await mountAll([], rootfs);
     expect(mountsUnder(rootfs)).toEqual([]);
+  });
+
+  describe('a filesystem that does not answer', () => {
+    // If a mount or unmount waited on the event loop, `until` below could never run again; the
+    // FUSE holder's own deadline would then end the wait and the test fail, not hang.
+    const settledFlag = (promise: Promise<unknown>): { settled: boolean } => {
+      const state = { settled: false };
+      promise.then(() => (state.settled = true), () => (state.settled = true));
+      return state;
+    };
+
+    it('mountAll waits for it off the event loop and fails with ENOTCONN once it is gone, leaving nothing mounted', async () => {
+      const fuse = await mountStuckFuse(join(tmpdir(), `tshim-stuck-${process.pid}-m`));
+      try {
+        const pending = mountAll(
+          [
+            { type: 'tmpfs', source: 'tmpfs', options: [] },
+            { type: 'bind', source: join(fuse.path, 'lower'), options: ['rbind', 'ro'] },
+          ],
+          rootfs,
+        ).catch((e: unknown) => e);
+        const state = settledFlag(pending);
+        await until('the bind mount to wait on FUSE', async () => (threadsWaitingOnFuse(process.pid) > 0 ? true : undefined));
+        // The loop still turns: timers, file I/O.
+        await new Promise((resolve) => setTimeout(resolve, 10));
+        expect(readFileSync('/proc/self/mountinfo', 'utf8')).toContain(rootfs);
+        expect(state.settled).toBe(false);
+
+        await fuse.abort();
+        const err = await pending;
+        expect(err).toBeInstanceOf(ShimError);
+        expect((err as ShimError).code).toBe(Code.Unknown);
+        expect((err as ShimError).message).toBe(`mount bind ${fuse.path}/lower on ${rootfs}: ENOTCONN: Transport endpoint is not connected, mount '${rootfs}'`);
+        expect(mountsUnder(rootfs)).toEqual([]);
+      } finally {
+        await fuse.cleanup();
+      }
+    });
+
+    it('unmountAll unmounts a rootfs that is such a filesystem without waiting for it', async () => {
+      // Resolving the rootfs must not stat it: stat waits for the answer (realpathSync did).
+      const fuse = await mountStuckFuse(join(dir, 'stuck-rootfs'));
+      try {
+        await unmountAll(fuse.path);
+        expect(mountsUnder(fuse.path)).toEqual([]);
+      } finally {
+        await fuse.cleanup();
+      }
+    });
   });
 });
