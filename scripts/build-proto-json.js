@@ -1,12 +1,16 @@
 #!/usr/bin/env node
 'use strict';
 /**
- * Parses every .proto under proto/ once at build time and writes dist/proto.json, so the shim
- * daemon loads its definitions with Root.fromJSON instead of parsing .proto text on every start.
- * src/common/proto.ts falls back to the same parse (same import rule) when the JSON is absent;
+ * Parses every .proto under proto/ once at build time and writes
+ *  - dist/proto.json: the definitions as protobufjs JSON, for reflection (tests, protoRoot());
+ *  - dist/proto-static.js: the codecs the shim runs, protobufjs-cli's static code over
+ *    protobufjs/minimal generated from that JSON, each message type's shape appended (which fields
+ *    lose their zeros, which hold messages: MessageShape in src/common/proto.ts), minified.
+ * src/common/proto.ts falls back to the same parse (same import rule) when both are absent;
  * keep the two in step.
  *
- * Usage: node scripts/build-proto-json.js [outFile]   (default: dist/proto.json)
+ * Usage: node scripts/build-proto-json.js [outFile]   (default: dist/proto.json; the static module
+ * is written beside it)
  */
 const fs = require('fs');
 const path = require('path');
@@ -44,7 +48,7 @@ function camelCaseAny(json) {
   return json;
 }
 
-function main() {
+async function main() {
   const outFile = path.resolve(process.argv[2] || path.join(REPO, 'dist', 'proto.json'));
   const files = listProtoFiles(PROTO_DIR);
   const root = new protobuf.Root();
@@ -58,15 +62,44 @@ function main() {
   protobuf.Root.fromJSON(json).resolveAll();
 
   fs.mkdirSync(path.dirname(outFile), { recursive: true });
-  const tmp = `${outFile}.${process.pid}.tmp`;
-  fs.writeFileSync(tmp, JSON.stringify(json));
-  fs.renameSync(tmp, outFile);
-  process.stdout.write(`build-proto-json: ${files.length} .proto files -> ${path.relative(REPO, outFile)}\n`);
+  writeAtomically(outFile, JSON.stringify(json));
+  const staticFile = path.join(path.dirname(outFile), 'proto-static.js');
+  writeAtomically(staticFile, await staticModule(outFile, protobuf.Root.fromJSON(json)));
+  process.stdout.write(`build-proto-json: ${files.length} .proto files -> ${path.relative(REPO, outFile)}, ${path.relative(REPO, staticFile)}\n`);
 }
 
-try {
-  main();
-} catch (err) {
+function writeAtomically(file, text) {
+  const tmp = `${file}.${process.pid}.tmp`;
+  fs.writeFileSync(tmp, text);
+  fs.renameSync(tmp, file);
+}
+
+/** Static codecs for every message type of the JSON root in `jsonFile`, shapes appended, minified. */
+async function staticModule(jsonFile, root) {
+  const { pbjs } = require('protobufjs-cli');
+  const code = await new Promise((resolve, reject) => {
+    // Only what the shim's codecs call: fromObject, encode, decode, toObject (no verify, create,
+    // delimited forms, service stubs or type URLs).
+    const args = ['-t', 'static-module', '-w', 'commonjs', '--no-create', '--no-verify', '--no-delimited',
+      '--no-service', '--no-typeurl', '--no-comments', jsonFile];
+    pbjs.main(args, (err, output) => (err ? reject(err) : resolve(output)));
+  });
+  root.resolveAll();
+  // The daemon's own rule (tsc has built it by now: `npm run build` runs this script after it).
+  const { shapeOf } = require(path.join(REPO, 'dist', 'common', 'proto.js'));
+  const shapes = {};
+  const visit = (obj) => {
+    if (obj instanceof protobuf.Type) shapes[obj.fullName.slice(1)] = shapeOf(obj);
+    if (obj instanceof protobuf.Namespace) obj.nestedArray.forEach(visit);
+  };
+  root.nestedArray.forEach(visit);
+  const full = `${code}\nmodule.exports.$shapes = ${JSON.stringify(shapes)};\n`;
+  // Minified: the daemon keeps the whole source in memory (480 KB instead of 1.1 MB).
+  const { transformSync } = require('esbuild');
+  return transformSync(full, { minify: true, format: 'cjs', platform: 'node', target: 'node20' }).code;
+}
+
+main().catch((err) => {
   process.stderr.write(`build-proto-json: ${err && err.stack ? err.stack : err}\n`);
   process.exit(1);
-}
+});

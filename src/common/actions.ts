@@ -66,6 +66,11 @@ export async function runCommand(command: Command, io: ActionIO): Promise<number
       // adopted spare's first Create, Start and Delete (~20 ms of `ctr run --rm` here, for ~1.7 MiB
       // of bytecode). Lazy again once warm: what is loaded later is loaded on demand anyway.
       startThreadpool();
+      // The codecs are loaded first: eagerly, the whole static module would compile (~1,100
+      // functions, most for messages a daemon never sends); lazily, warmCodecs compiles those it
+      // runs and the rest stay source.
+      const { loadCodecs } = await import('./proto');
+      loadCodecs();
       const { setFlagsFromString } = await import('node:v8');
       setFlagsFromString('--no-lazy');
       const { runSpare } = await import('./daemon');

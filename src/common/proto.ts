@@ -2,10 +2,15 @@
  * Protobuf codecs for every message the shim speaks (task API, events, options, metrics), built
  * from our own definitions under `<repo>/proto`.
  *
- * The daemon loads the pre-built `dist/proto.json` (written by scripts/build-proto-json.js) because
- * parsing .proto text costs tens of milliseconds on every shim start; sources run through vitest
- * have no JSON next to them and parse the .proto files instead. Either way the root is built on
- * first use, so importing this module is free.
+ * A built shim runs the static codecs in `dist/proto-static.js` (protobufjs-cli's static code over
+ * protobufjs/minimal, written by scripts/build-proto-json.js): no reflection to load and no code to
+ * generate at run time, which halves what a daemon started cold spends on protobuf before its first
+ * reply (loading and first use of the task API codecs: 48 → 24 ms). Sources run through vitest have
+ * no static module next to them and use reflection over the parsed .proto files (as does anything
+ * asking for protoRoot()). Both are the same code: the static target emits the encoders, decoders
+ * and converters that reflection generates at run time (test/unit/proto-static.test.ts compares
+ * them type by type). Either way the codecs are loaded on first use, so importing this module is
+ * free.
  *
  * Object conventions (what callers build and get back): camelCase field names, 64-bit integers as
  * numbers (decimal strings are accepted on encode for values beyond 2^53), enums as numbers, bytes
@@ -13,17 +18,10 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import {
-  Namespace,
-  Reader,
-  Root,
-  Type,
-  type IConversionOptions,
-  type INamespace,
-  type ReflectionObject,
-} from 'protobufjs/light'; // the descriptors are JSON: no .proto parser to load (2 ms at daemon start)
+import type { IConversionOptions, INamespace, Namespace, ReflectionObject, Root, Type } from 'protobufjs';
+import { Reader } from 'protobufjs/minimal';
 import { internal, invalidArgument } from './errors';
-import { embeddedText } from './sea';
+import { embeddedText, isSingleExecutable } from './sea';
 
 export interface Timestamp {
   seconds: number;
@@ -54,72 +52,198 @@ const DECODE_OPTIONS: IConversionOptions = {
 
 const PROTO_DIR = path.resolve(__dirname, '..', '..', 'proto');
 const PROTO_JSON = path.join(__dirname, '..', 'proto.json');
+const PROTO_STATIC = path.join(__dirname, '..', 'proto-static.js');
 
 // Always part of the root, even if no .proto imported them: Any, Timestamp and Empty are used
 // directly by callers (packAny, Empty replies).
 const WELL_KNOWN = ['google/protobuf/any.proto', 'google/protobuf/timestamp.proto', 'google/protobuf/empty.proto'];
 
-interface Loaded {
-  root: Root;
-  /** Exact full name (no leading dot) -> message type. protobufjs's own lookup is fuzzy. */
-  types: Map<string, Type>;
+/**
+ * What a codec needs of a message type; protobufjs's reflected Type and the classes of its static
+ * code both have it.
+ */
+export interface MessageClass {
+  fromObject(object: Record<string, unknown>): object;
+  encode(message: object): { finish(): Uint8Array };
+  decode(reader: Reader): object;
+  toObject(message: object, options: IConversionOptions): Record<string, unknown>;
 }
 
-let loaded: Loaded | undefined;
-const codecs = new Map<string, Codec<unknown>>();
+/** Which of a message's fields lose their zeros on encode, and which hold messages. */
+export interface MessageShape {
+  /** Singular scalar/enum fields without presence: proto3 leaves them off the wire when zero. */
+  implicit: readonly string[];
+  /** Message-typed fields (with their types' full names), whose contents get the same treatment. */
+  nested: readonly { name: string; type: string; shape: 'single' | 'repeated' | 'map' }[];
+}
 
+/** Where message types come from: the static module, or reflection over parsed definitions. */
+export interface MessageRegistry {
+  /** undefined for a name that is not a message type (unknown, or an enum). */
+  find(fullName: string): { type: MessageClass; shape: MessageShape } | undefined;
+}
+
+/** dist/proto-static.js: protobufjs-cli's static module, plus every type's shape (the build's). */
+export interface StaticModule {
+  $shapes: Record<string, MessageShape>;
+  [pkg: string]: unknown;
+}
+
+export function staticRegistry(mod: StaticModule): MessageRegistry {
+  return {
+    find(fullName) {
+      const shape = Object.prototype.hasOwnProperty.call(mod.$shapes, fullName) ? mod.$shapes[fullName] : undefined;
+      if (!shape) return undefined;
+      let type: unknown = mod;
+      for (const part of fullName.split('.')) type = (type as Record<string, unknown>)[part];
+      return { type: type as MessageClass, shape };
+    },
+  };
+}
+
+function reflectionRegistry(root: Root): MessageRegistry {
+  const types = indexTypes(root);
+  const shapes = new Map<string, MessageShape>();
+  return {
+    find(fullName) {
+      const type = types.get(fullName);
+      if (!type) return undefined;
+      let shape = shapes.get(fullName);
+      if (!shape) {
+        shape = shapeOf(type);
+        shapes.set(fullName, shape);
+      }
+      return { type: type as unknown as MessageClass, shape };
+    },
+  };
+}
+
+/**
+ * A type's shape, from its reflection; scripts/build-proto-json.js calls this to write the shapes
+ * into the static module.
+ */
+export function shapeOf(type: Type): MessageShape {
+  const implicit: string[] = [];
+  const nested: { name: string; type: string; shape: 'single' | 'repeated' | 'map' }[] = [];
+  for (const field of type.fieldsArray) {
+    field.resolve();
+    if (field.resolvedType && 'fieldsArray' in field.resolvedType) {
+      const shape = field.map ? 'map' : field.repeated ? 'repeated' : 'single';
+      nested.push({ name: field.name, type: stripDot(field.resolvedType.fullName), shape });
+    } else if (!field.repeated && !field.map && !field.hasPresence) {
+      implicit.push(field.name);
+    }
+  }
+  return { implicit, nested };
+}
+
+/** The codecs of one registry; this module's functions use the shim's own (codecs()). */
+export class Codecs {
+  private readonly cache = new Map<string, Codec<unknown>>();
+
+  constructor(private readonly registry: MessageRegistry) {}
+
+  has(fullName: string): boolean {
+    return this.registry.find(stripDot(fullName)) !== undefined;
+  }
+
+  /** Cached codec for a fully-qualified message name, e.g. 'containerd.task.v2.CreateTaskRequest'. */
+  codec<T>(fullName: string): Codec<T> {
+    const name = stripDot(fullName);
+    let cached = this.cache.get(name);
+    if (!cached) {
+      const found = this.registry.find(name);
+      if (!found) throw internal(`unknown protobuf message type ${JSON.stringify(fullName)}`);
+      cached = makeCodec(name, found.type, (message) => this.prune(name, message));
+      this.cache.set(name, cached);
+    }
+    return cached as Codec<T>;
+  }
+
+  /** See warmCodecs. */
+  warm(names: Iterable<string>): void {
+    const all = new Set<string>();
+    const visit = (name: string): void => {
+      if (all.has(name)) return;
+      const found = this.registry.find(name);
+      if (!found) return;
+      all.add(name);
+      for (const field of found.shape.nested) visit(field.type);
+    };
+    for (const name of names) {
+      if (!this.has(name)) this.codec(name); // throws: unknown type
+      visit(stripDot(name));
+    }
+    for (const name of all) {
+      const c = this.codec<object>(name);
+      try {
+        c.decode(c.encode({}));
+      } catch {
+        // a type whose empty form does not round-trip is still compiled as far as it got
+      }
+    }
+  }
+
+  /**
+   * protobufjs writes every field that is set on the message, zeros included, while Go's proto3
+   * encoder omits zero scalars. Dropping them keeps our bytes identical to containerd's (e.g. a
+   * Timestamp without `nanos: 0`, a ConnectResponse without an empty `version`), which the observed
+   * wire samples in the spec and byte-level tests rely on.
+   */
+  private prune(name: string, message: MessageObject): void {
+    const found = this.registry.find(name);
+    if (!found) return;
+    for (const field of found.shape.implicit) {
+      if (Object.prototype.hasOwnProperty.call(message, field) && isZeroValue(message[field])) delete message[field];
+    }
+    for (const { name: field, type, shape } of found.shape.nested) {
+      const value = message[field];
+      if (value === null || value === undefined) continue;
+      if (shape === 'single') this.prune(type, value as MessageObject);
+      else if (shape === 'repeated') for (const item of value as MessageObject[]) this.prune(type, item);
+      else for (const item of Object.values(value as Record<string, MessageObject>)) this.prune(type, item);
+    }
+  }
+}
+
+let shimCodecs: Codecs | undefined;
+let reflected: Root | undefined;
+
+/** The shim's codecs: static where built, else reflection over the parsed .proto files. */
+function codecs(): Codecs {
+  shimCodecs ??= new Codecs(loadRegistry());
+  return shimCodecs;
+}
+
+/** protobufjs's reflection of our definitions (tests; the codecs when run from source). */
 export function protoRoot(): Root {
-  return load().root;
+  reflected ??= loadRoot();
+  return reflected;
 }
 
 export function hasType(fullName: string): boolean {
-  return load().types.has(stripDot(fullName));
+  return codecs().has(fullName);
 }
 
 /** Cached codec for a fully-qualified message name, e.g. 'containerd.task.v2.CreateTaskRequest'. */
 export function codec<T>(fullName: string): Codec<T> {
-  const name = stripDot(fullName);
-  let cached = codecs.get(name);
-  if (!cached) {
-    const type = load().types.get(name);
-    if (!type) throw internal(`unknown protobuf message type ${JSON.stringify(fullName)}`);
-    cached = makeCodec(type);
-    codecs.set(name, cached);
-  }
-  return cached as Codec<T>;
+  return codecs().codec<T>(fullName);
 }
 
 /**
  * Builds the codecs of `names` and of every message type they contain, and runs each once both
- * ways, so protobufjs generates their encoders, decoders and converters now (a spare daemon, before
- * it is adopted) and not on the first request (after it was). The contained types matter: a
- * type's code is generated on its first own use, so an empty TaskCreate leaves Mount's for the
- * first Create, ~3 ms on its reply.
+ * ways, so their encoders, decoders and converters are compiled now (a spare daemon, before it is
+ * adopted) and not on the first request (after it was). The contained types matter: a type's code
+ * is compiled on its first own use, so an empty TaskCreate leaves Mount's for the first Create,
+ * ~3 ms on its reply.
  */
 export function warmCodecs(names: Iterable<string>): void {
-  const all = new Set<string>();
-  const visit = (type: Type): void => {
-    const name = stripDot(type.fullName);
-    if (all.has(name)) return;
-    all.add(name);
-    for (const field of type.fieldsArray) {
-      field.resolve();
-      if (field.resolvedType instanceof Type) visit(field.resolvedType);
-    }
-  };
-  for (const name of names) {
-    const type = load().types.get(stripDot(name));
-    if (!type) codec(name); // throws: unknown type
-    else visit(type);
-  }
-  for (const name of all) {
-    const c = codec<object>(name);
-    try {
-      c.decode(c.encode({}));
-    } catch {
-      // a type whose empty form does not round-trip is still compiled as far as it got
-    }
-  }
+  codecs().warm(names);
+}
+
+/** Loads the codecs without running any (a spare, before it compiles eagerly what it runs). */
+export function loadCodecs(): void {
+  codecs();
 }
 
 /** The type URL is the bare full name, as containerd's typeurl registry writes it. */
@@ -171,17 +295,17 @@ export function fromTimestamp(ts: Timestamp | null | undefined): Date | undefine
   return new Date(seconds * 1000 + Math.floor(nanos / 1_000_000));
 }
 
-function makeCodec<T>(type: Type): Codec<T> {
+function makeCodec<T>(name: string, type: MessageClass, prune: (message: MessageObject) => void): Codec<T> {
   return {
     encode(message: T): Buffer {
       try {
         // fromObject (not create) so 64-bit fields accept numbers and decimal strings alike.
         const instance = type.fromObject(message as unknown as Record<string, unknown>);
-        pruneDefaults(type, instance as unknown as MessageObject);
+        prune(instance as MessageObject);
         const bytes = type.encode(instance).finish();
         return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
       } catch (err) {
-        throw internal(`cannot encode ${type.fullName.slice(1)}: ${errorMessage(err)}`, err);
+        throw internal(`cannot encode ${name}: ${errorMessage(err)}`, err);
       }
     },
     decode(bytes: Uint8Array): T {
@@ -193,59 +317,13 @@ function makeCodec<T>(type: Type): Codec<T> {
       try {
         return type.toObject(type.decode(reader), DECODE_OPTIONS) as T;
       } catch (err) {
-        throw invalidArgument(`cannot decode ${type.fullName.slice(1)}: ${errorMessage(err)}`);
+        throw invalidArgument(`cannot decode ${name}: ${errorMessage(err)}`);
       }
     },
   };
 }
 
 type MessageObject = Record<string, unknown>;
-
-interface PrunePlan {
-  /** Singular scalar/enum fields without presence: proto3 leaves them off the wire when zero. */
-  implicit: string[];
-  /** Message-typed fields whose contents need the same treatment. */
-  nested: { name: string; type: Type; shape: 'single' | 'repeated' | 'map' }[];
-}
-
-const prunePlans = new WeakMap<Type, PrunePlan>();
-
-/**
- * protobufjs writes every field that is set on the message, zeros included, while Go's proto3
- * encoder omits zero scalars. Dropping them keeps our bytes identical to containerd's (e.g. a
- * Timestamp without `nanos: 0`, a ConnectResponse without an empty `version`), which the observed
- * wire samples in the spec and byte-level tests rely on.
- */
-function pruneDefaults(type: Type, message: MessageObject): void {
-  const plan = prunePlanFor(type);
-  for (const name of plan.implicit) {
-    if (Object.prototype.hasOwnProperty.call(message, name) && isZeroValue(message[name])) delete message[name];
-  }
-  for (const { name, type: inner, shape } of plan.nested) {
-    const value = message[name];
-    if (value === null || value === undefined) continue;
-    if (shape === 'single') pruneDefaults(inner, value as MessageObject);
-    else if (shape === 'repeated') for (const item of value as MessageObject[]) pruneDefaults(inner, item);
-    else for (const item of Object.values(value as Record<string, MessageObject>)) pruneDefaults(inner, item);
-  }
-}
-
-function prunePlanFor(type: Type): PrunePlan {
-  let plan = prunePlans.get(type);
-  if (plan) return plan;
-  plan = { implicit: [], nested: [] };
-  for (const field of type.fieldsArray) {
-    field.resolve();
-    if (field.resolvedType instanceof Type) {
-      const shape = field.map ? 'map' : field.repeated ? 'repeated' : 'single';
-      plan.nested.push({ name: field.name, type: field.resolvedType, shape });
-    } else if (!field.repeated && !field.map && !field.hasPresence) {
-      plan.implicit.push(field.name);
-    }
-  }
-  prunePlans.set(type, plan);
-  return plan;
-}
 
 function isZeroValue(value: unknown): boolean {
   if (value === 0 || value === '' || value === false) return true;
@@ -257,18 +335,30 @@ function isZeroValue(value: unknown): boolean {
   return false;
 }
 
-function load(): Loaded {
-  if (loaded) return loaded;
-  let root: Root;
+function loadRegistry(): MessageRegistry {
   try {
-    const embedded = embeddedText('proto.json'); // the single executable carries it (sea.ts)
-    if (embedded !== undefined) root = rootFromJson(JSON.parse(embedded) as INamespace);
-    else root = fs.existsSync(PROTO_JSON) ? loadJson(PROTO_JSON) : loadProtoFiles(PROTO_DIR);
+    const mod = loadStaticModule();
+    return mod ? staticRegistry(mod) : reflectionRegistry(protoRoot());
   } catch (err) {
     throw internal(`cannot load protobuf definitions: ${errorMessage(err)}`, err);
   }
-  loaded = { root, types: indexTypes(root) };
-  return loaded;
+}
+
+/** The build writes it into dist/; the single executable carries it in its bundle. */
+function loadStaticModule(): StaticModule | undefined {
+  if (!isSingleExecutable() && !fs.existsSync(PROTO_STATIC)) return undefined;
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  return require('../proto-static') as StaticModule;
+}
+
+function loadRoot(): Root {
+  try {
+    const embedded = embeddedText('proto.json'); // the single executable carries it (sea.ts)
+    if (embedded !== undefined) return rootFromJson(JSON.parse(embedded) as INamespace);
+    return fs.existsSync(PROTO_JSON) ? loadJson(PROTO_JSON) : loadProtoFiles(PROTO_DIR);
+  } catch (err) {
+    throw internal(`cannot load protobuf definitions: ${errorMessage(err)}`, err);
+  }
 }
 
 function loadJson(file: string): Root {
@@ -292,7 +382,11 @@ function loadProtoFiles(dir: string): Root {
 }
 
 function rootFromJson(json: INamespace): Root {
-  const root = Root.fromJSON(camelCaseAny(json));
+  // protobufjs's light build (reflection without the .proto parser), loaded only where reflection
+  // is used: a daemon running the static codecs never loads it.
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const { Root: LightRoot } = require('protobufjs/light') as typeof import('protobufjs/light');
+  const root = LightRoot.fromJSON(camelCaseAny(json));
   root.resolveAll();
   return root;
 }
@@ -337,9 +431,10 @@ function listProtoFiles(dir: string): string[] {
 
 function indexTypes(root: Root): Map<string, Type> {
   const types = new Map<string, Type>();
+  // By shape, not instanceof: the classes come from a build of protobufjs loaded on demand.
   const visit = (obj: ReflectionObject): void => {
-    if (obj instanceof Type) types.set(obj.fullName.slice(1), obj);
-    if (obj instanceof Namespace) obj.nestedArray.forEach(visit);
+    if ('fieldsArray' in obj) types.set(obj.fullName.slice(1), obj as Type);
+    if ('nestedArray' in obj) (obj as Namespace).nestedArray.forEach(visit);
   };
   root.nestedArray.forEach(visit);
   return types;
