@@ -170,6 +170,8 @@ async function spawnSpareQuietly(inputs: StartInputs, spare: string): Promise<vo
     const { flags } = inputs;
     const [command, ...prefix] = daemonCommand(inputs.selfCommand, inputs.env ?? process.env);
     const args = [...prefix, '-spare', spare, '-address', flags.address, '-title-room', SPARE_TITLE_ROOM];
+    // containerd at debug level passes -debug to every shim: the next container will want a logger.
+    if (flags.debug) args.push('-debug');
     const child = spawn(command!, args, {
       cwd: '/',
       detached: true,

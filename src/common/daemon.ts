@@ -9,7 +9,7 @@ import type { Backend, Platform } from './backend';
 import { listenPrivately, protocolFromEnv, socketPath, type Protocol } from './bootstrap';
 import { daemonFlags, type ShimFlags } from './cli';
 import { FORWARD_REQUEST, Publisher } from './events';
-import { closeLogger, configureLogger, configureOnDemand, logger } from './log';
+import { closeLogger, configureLogger, configureOnDemand, logger, preloadLogger } from './log';
 import { TaskService } from './service';
 import { taskHandlers } from './task-handlers';
 import { TtrpcServer } from './ttrpc/server';
@@ -200,6 +200,8 @@ export async function runSpare(flags: ShimFlags, platform: Platform, warmed?: ()
   await platform.warmUp?.();
   if (protocolFromEnv() === 'grpc') await import('./grpc');
   warmServe();
+  // A daemon adopted with -debug logs from its first moment; one at info level may never load winston.
+  if (flags.debug) preloadLogger();
   warmed?.();
   const spareListener = await openListener({ ...flags, socket: '' });
   spareListener.on('error', () => undefined); // accept errors (EMFILE) cost one adoption, not the spare

@@ -72,6 +72,8 @@ describe.skipIf(process.env['TSHIM_SPARE'] === '0')('spare daemons', () => {
       const launched = await shimOf(cd, first);
       const spare = await oneSpare(cd);
       expect(spare.pid).not.toBe(launched.pid);
+      // This containerd logs at debug level and passed -debug to start: the spare preloads the logger.
+      expect(spare.cmdline).toContain('-debug');
 
       // ShimCgroup travels with the second start: the adopted spare must be placed like a launched daemon.
       const config = await runtimeConfig(cd, second, `ShimCgroup = "/${cgroupName}"\n`);

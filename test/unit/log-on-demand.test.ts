@@ -3,6 +3,8 @@
  * never configure it (nor load winston); the first line at the level configures it once.
  * Its own file: the logger is module state, and this must start from a logger nobody configured.
  */
+import { execFileSync } from 'node:child_process';
+import * as path from 'node:path';
 import { PassThrough } from 'stream';
 import { describe, expect, it } from 'vitest';
 import { configureLogger, configureOnDemand, logger } from '../../src/common/log';
@@ -39,5 +41,28 @@ describe('logger configured on demand', () => {
     expect(lines).toHaveLength(2);
     expect(lines[0]).toMatch(/ level=warning msg="publish failed" id=c1 topic=\/tasks\/exit$/);
     expect(lines[1]).toMatch(/ level=info msg=second id=c1$/);
+  });
+
+  it('preloadLogger (a spare of a containerd at debug level) leaves configuring and the first line nothing to load', () => {
+    // A fresh process of the built module: which modules load when is what is under test.
+    const log = JSON.stringify(path.resolve(__dirname, '..', '..', 'dist', 'common', 'log.js'));
+    const script = `
+      const { PassThrough } = require('stream');
+      const log = require(${log});
+      const loaded = () => Object.keys(require.cache).length;
+      const atStart = loaded();
+      log.preloadLogger();
+      const preloaded = loaded();
+      const stream = new PassThrough();
+      let text = '';
+      stream.on('data', (c) => (text += c));
+      log.configureLogger({ level: 'debug', stream, fields: { id: 'c1' } });
+      log.logger.debug('rpc', { method: 'Create' });
+      setTimeout(() => console.log(JSON.stringify({ atStart, preloaded, after: loaded(), text })), 20);
+    `;
+    const result = JSON.parse(execFileSync(process.execPath, ['-e', script], { encoding: 'utf8' })) as Record<string, unknown>;
+    expect(result['preloaded']).toBeGreaterThan((result['atStart'] as number) + 20); // winston and its parts
+    expect(result['after']).toBe(result['preloaded']);
+    expect(result['text']).toMatch(/ level=debug msg=rpc id=c1 method=Create\n$/);
   });
 });
