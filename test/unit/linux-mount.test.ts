@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -184,6 +185,28 @@ describe('mountAll / unmountAll (real mounts)', () => {
     await unmountAll(rootfs);
     expect(mountsUnder(rootfs)).toEqual([]);
     await unmountAll(rootfs); // idempotent on a plain directory
+  });
+
+  it('unmountAll retries a busy mount, then reports EBUSY and leaves it mounted', async () => {
+    mount('tmpfs', rootfs, 'tmpfs', 0, 'size=1m');
+    // A process whose working directory is inside the mount keeps it busy for the whole retry budget.
+    const holder = spawn('sleep', ['60'], { cwd: rootfs, stdio: 'ignore' });
+    await new Promise<void>((resolve, reject) => {
+      holder.once('spawn', resolve);
+      holder.once('error', reject);
+    });
+    try {
+      const err = await unmountAll(rootfs).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(ShimError);
+      // EBUSY as a rule; errno is read back in JavaScript, where it can be clobbered (see peel).
+      expect((err as ShimError).message).toMatch(new RegExp(`^unmount ${rootfs}: E[A-Z]+: .*, umount2 '${rootfs}'$`));
+      expect(mountsUnder(rootfs)).toHaveLength(1);
+    } finally {
+      holder.kill('SIGKILL');
+      await new Promise((resolve) => holder.once('exit', resolve));
+    }
+    await unmountAll(rootfs);
+    expect(mountsUnder(rootfs)).toEqual([]);
   });
 
   it('unmountAll on a missing directory succeeds', async () => {
