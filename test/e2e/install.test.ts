@@ -15,6 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { REPO_ROOT, shimProcesses, startContainerd, uniqueId, type Containerd } from './harness';
 import { importBusyboxImage } from './image';
 import { npmFreeEnv } from './fixtures/npm-env';
+import { DELETED_MARKER } from '../../src/common/deleted-marker';
 
 const SHIM = 'containerd-shim-tshim-v2';
 const RUNTIME = 'io.containerd.tshim.v2';
@@ -197,6 +198,35 @@ describe("NODE_EXTRA_CA_CERTS in containerd's environment", () => {
     } finally {
       expect(await cd.stop()).toEqual([]);
     }
+  });
+});
+
+describe("install-shim's launcher and containerd's delete", () => {
+  const flags = ['-namespace', 'install-test', '-address', '/run/none.sock', '-publish-binary', '/bin/false', '-id', 'x'];
+  // node cannot start with this: an answer under it came from sh
+  const noNode = { ...process.env, NODE_OPTIONS: '--require=/nonexistent/tshim-test-no-node' };
+
+  it("answers a delete whose bundle holds the daemon's DeleteResponse without starting node; anything else goes to node", async () => {
+    const shim = shimIn('shim-checkout');
+    const bundle = at('deleted-bundle');
+    await fs.mkdir(bundle, { recursive: true });
+    const response = 'what the daemon left\n\u0001\u0002';
+    await fs.writeFile(path.join(bundle, DELETED_MARKER), response);
+
+    expect(await run([shim, ...flags, '-bundle', bundle, 'delete'], { env: noNode })).toEqual({ code: 0, stdout: response, stderr: '' });
+    // A relative bundle, another action: node's, which cannot start here.
+    const nodeRan = (r: Result): void => {
+      expect(r.code).not.toBe(0);
+      expect(r.stderr).toContain('tshim-test-no-node');
+    };
+    nodeRan(await run([shim, ...flags, '-bundle', path.basename(bundle), 'delete'], { cwd: path.dirname(bundle), env: noNode }));
+    nodeRan(await run([shim, ...flags, '-bundle', bundle, 'start'], { env: noNode }));
+    await fs.rm(path.join(bundle, DELETED_MARKER));
+    nodeRan(await run([shim, ...flags, '-bundle', bundle, 'delete'], { env: noNode }));
+    // With node able to start, the same delete without a marker is the full action.
+    const full = await run([shim, ...flags, '-bundle', bundle, 'delete']);
+    expect(full.code).toBe(0);
+    expect(full.stdout.length).toBeGreaterThan(0);
   });
 });
 
