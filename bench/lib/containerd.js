@@ -93,7 +93,8 @@ function shimSockets(dir, namespace) {
 
 /**
  * What containerd runs with: a system service's environment (systemd gives a unit PATH and little
- * else), with the repo's bin/ first on PATH and the caller's TSHIM_* settings. Not the caller's
+ * else; here the caller's PATH, where the tools live), with the repo's bin/ first on it and the
+ * caller's TSHIM_* settings. Not the caller's
  * whole session: a shell can carry anything, and this machine's sets NODE_EXTRA_CA_CERTS, which
  * node loads at start-up, 50 ms of every node process (shims park it for their own daemons, but
  * `start` and `delete` are exec'd by containerd with its environment as it is).
@@ -269,4 +270,4 @@ async function startContainerd(repoRoot, opts = {}) {
   };
 }
 
-module.exports = { serviceEnv, startContainerd, CTR_BIN, CONTAINERD_BIN };
+module.exports = { startContainerd, CTR_BIN, CONTAINERD_BIN };

@@ -79,7 +79,7 @@ export interface MessageShape {
 
 /** Where message types come from: the static module, or reflection over parsed definitions. */
 export interface MessageRegistry {
-  /** undefined for a name that is not a message type (unknown, or an enum). */
+  /** undefined for a name that is not a message type (unknown, or an enum). Codecs caches it. */
   find(fullName: string): { type: MessageClass; shape: MessageShape } | undefined;
 }
 
@@ -103,24 +103,16 @@ export function staticRegistry(mod: StaticModule): MessageRegistry {
 
 function reflectionRegistry(root: Root): MessageRegistry {
   const types = indexTypes(root);
-  const shapes = new Map<string, MessageShape>();
   return {
     find(fullName) {
       const type = types.get(fullName);
-      if (!type) return undefined;
-      let shape = shapes.get(fullName);
-      if (!shape) {
-        shape = shapeOf(type);
-        shapes.set(fullName, shape);
-      }
-      return { type: type as unknown as MessageClass, shape };
+      return type && { type: type as unknown as MessageClass, shape: shapeOf(type) };
     },
   };
 }
 
 /**
- * A type's shape, from its reflection; scripts/build-proto-json.js calls this to write the shapes
- * into the static module.
+ * A type's shape, from its reflection (shapesOf: the ones the build writes into the static module).
  */
 export function shapeOf(type: Type): MessageShape {
   const implicit: string[] = [];
@@ -140,11 +132,18 @@ export function shapeOf(type: Type): MessageShape {
 /** The codecs of one registry; this module's functions use the shim's own (codecs()). */
 export class Codecs {
   private readonly cache = new Map<string, Codec<unknown>>();
+  /** Every encode prunes through these, nested types included: looked up once per type. */
+  private readonly found = new Map<string, ReturnType<MessageRegistry['find']>>();
 
   constructor(private readonly registry: MessageRegistry) {}
 
   has(fullName: string): boolean {
-    return this.registry.find(stripDot(fullName)) !== undefined;
+    return this.find(stripDot(fullName)) !== undefined;
+  }
+
+  private find(name: string): ReturnType<MessageRegistry['find']> {
+    if (!this.found.has(name)) this.found.set(name, this.registry.find(name));
+    return this.found.get(name);
   }
 
   /** Cached codec for a fully-qualified message name, e.g. 'containerd.task.v2.CreateTaskRequest'. */
@@ -152,7 +151,7 @@ export class Codecs {
     const name = stripDot(fullName);
     let cached = this.cache.get(name);
     if (!cached) {
-      const found = this.registry.find(name);
+      const found = this.find(name);
       if (!found) throw internal(`unknown protobuf message type ${JSON.stringify(fullName)}`);
       cached = makeCodec(name, found.type, (message) => this.prune(name, message));
       this.cache.set(name, cached);
@@ -165,7 +164,7 @@ export class Codecs {
     const all = new Set<string>();
     const visit = (name: string): void => {
       if (all.has(name)) return;
-      const found = this.registry.find(name);
+      const found = this.find(name);
       if (!found) return;
       all.add(name);
       for (const field of found.shape.nested) visit(field.type);
@@ -191,7 +190,7 @@ export class Codecs {
    * wire samples in the spec and byte-level tests rely on.
    */
   private prune(name: string, message: MessageObject): void {
-    const found = this.registry.find(name);
+    const found = this.find(name);
     if (!found) return;
     for (const field of found.shape.implicit) {
       if (Object.prototype.hasOwnProperty.call(message, field) && isZeroValue(message[field])) delete message[field];
@@ -367,6 +366,16 @@ function loadJson(file: string): Root {
 
 /** Running from source (tests): the .proto files themselves, through protobufjs's parser. */
 function loadProtoFiles(dir: string): Root {
+  // Rebuilt through JSON, exactly like dist/proto.json is made and loaded, so both paths yield
+  // the same root.
+  return rootFromJson(definitionsJson(dir));
+}
+
+/**
+ * The shim's definitions as protobufjs JSON, parsed from the .proto files under `dir`: what
+ * scripts/build-proto-json.js writes to dist/proto.json.
+ */
+export function definitionsJson(dir: string = PROTO_DIR): INamespace {
   // The full build: the parser, and the well-known types it serves for google/protobuf imports.
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const full = require('protobufjs') as typeof import('protobufjs');
@@ -376,9 +385,14 @@ function loadProtoFiles(dir: string): Root {
   parsed.resolvePath = (_origin: string, target: string): string =>
     path.isAbsolute(target) ? target : path.join(dir, target);
   parsed.loadSync([...WELL_KNOWN, ...listProtoFiles(dir)]);
-  // Rebuilt through JSON, exactly like dist/proto.json is made and loaded, so both paths yield
-  // the same root.
-  return rootFromJson(parsed.toJSON());
+  return camelCaseAny(parsed.toJSON());
+}
+
+/** Every message type's shape, by full name (the static module carries these). */
+export function shapesOf(root: Root): Record<string, MessageShape> {
+  const shapes: Record<string, MessageShape> = {};
+  for (const [name, type] of indexTypes(root)) shapes[name] = shapeOf(type);
+  return shapes;
 }
 
 function rootFromJson(json: INamespace): Root {
@@ -400,8 +414,7 @@ interface JsonNamespace {
  * protobufjs serves google/protobuf/any.proto from bundled JSON that keeps the snake_case
  * `type_url`, while every field parsed from .proto text is camelCased; renaming it makes Any
  * `{typeUrl, value}` like the rest. Done on the JSON descriptor (before protobufjs resolves field
- * features) and idempotent, because proto.json already carries the rename
- * (scripts/build-proto-json.js applies the same one).
+ * features) and idempotent: proto.json, made by definitionsJson, already carries the rename.
  */
 function camelCaseAny(json: INamespace): INamespace {
   const any = (json as JsonNamespace).nested?.['google']?.nested?.['protobuf']?.nested?.['Any'];
@@ -414,7 +427,7 @@ function camelCaseAny(json: INamespace): INamespace {
 
 /**
  * Definitions only the tests' clients use (the CRI API under proto/k8s.io): the shim never speaks
- * them, so they stay out of its root. Same list as CLIENT_ONLY in scripts/build-proto-json.js.
+ * them, so they stay out of its root.
  */
 const CLIENT_ONLY = new Set([path.join(PROTO_DIR, 'k8s.io')]);
 

@@ -275,20 +275,28 @@ export async function unmountAll(rootfs: string): Promise<void> {
   if (!info.some((m) => m.mountPoint === root || m.mountPoint.startsWith(`${root}/`))) return;
   const nested = info
     .filter((m) => m.mountPoint.startsWith(root === '/' ? '/' : `${root}/`) && m.mountPoint !== root)
+    .map((m) => m.mountPoint)
     .reverse();
-  for (const m of nested) await peel(m.mountPoint);
-  await peel(root);
+  // The table read once says what is stacked where: peel needs no second look while that holds.
+  const stackAt = (point: string): string[] => info.filter((m) => m.mountPoint === point).map((m) => m.fsType);
+  for (const point of new Set(nested)) await peel(point, stackAt(point));
+  await peel(root, stackAt(root));
 }
 
-async function peel(target: string): Promise<void> {
+/** `known`: the filesystem types stacked at `target`, oldest first, as the mount table showed them. */
+async function peel(target: string, known: string[]): Promise<void> {
   let busy = 0;
   for (let stacked = 0; stacked < MAX_STACKED_MOUNTS; ) {
-    if (await unmountFuse(target)) {
+    // Past what the table showed (something mounted since), it is read again.
+    const top = known.length > 0 ? known[known.length - 1] : topFsType(target);
+    if (top !== undefined && isFuseType(top) && (await unmountFuse(target))) {
+      known.pop();
       stacked++;
       continue;
     }
     try {
       await umount2OffLoop(target, 0);
+      known.pop();
       stacked++;
       busy = 0;
       continue;
@@ -309,12 +317,16 @@ async function peel(target: string): Promise<void> {
   throw unknown(`unmount ${target}: more than ${MAX_STACKED_MOUNTS} stacked mounts`);
 }
 
-/** FUSE mounts are released with fusermount, as the FUSE daemon expects; false when not FUSE. */
+function topFsType(target: string): string | undefined {
+  return readMountInfo().filter((m) => m.mountPoint === target).pop()?.fsType;
+}
+
+function isFuseType(fsType: string): boolean {
+  return fsType === 'fuse' || fsType.startsWith('fuse.') || fsType.startsWith('fuse3.');
+}
+
+/** FUSE mounts are released with fusermount, as the FUSE daemon expects; false when it could not. */
 async function unmountFuse(target: string): Promise<boolean> {
-  const top = readMountInfo().filter((m) => m.mountPoint === target).pop();
-  if (!top || !(top.fsType === 'fuse' || top.fsType.startsWith('fuse.') || top.fsType.startsWith('fuse3.'))) {
-    return false;
-  }
   for (const helper of ['fusermount3', 'fusermount']) {
     try {
       const result = await run(helper, ['-u', target]);

@@ -74,6 +74,11 @@ export function loggerTag(namespace: string, containerId: string, execId?: strin
   return `${namespace}+${containerId}${execId ? `@${execId}` : ''}`;
 }
 
+/** Who a process's driver logs for, and its pipes' tag. */
+export function loggerIdentity(namespace: string, containerId: string, execId?: string): LoggerIdentity {
+  return { containerId, namespace, tag: loggerTag(namespace, containerId, execId) };
+}
+
 function pipeName(tag: string, which: string): string {
   return `\\\\.\\pipe\\binary-${tag}-${which}`;
 }

@@ -19,7 +19,7 @@ import { HcsError, isAccessDenied, isInvalidState, isNotExist, toShimError, WIN3
 import { forgetLayerMount, layerMountFromFolders, parseLayerMount, recordLayerMount, type Layers } from './layers';
 import { WindowsExec, WindowsInit, type ProcessHost, type WindowsProcess } from './process';
 import { checkSupported, containerDocument, isVolumePath, windowsBuild, type OciProcess, type OciSpec } from './schema';
-import { loggerTag } from './binary-logger';
+import { loggerIdentity } from './binary-logger';
 import { closeUpstream, connectUpstream } from './stdio';
 import { processDetails, statistics, type HcsProcessListEntry, type HcsStatistics } from './stats';
 
@@ -82,7 +82,7 @@ export async function createWindowsContainer(request: CreateContainerRequest, de
       await system.terminate().catch(() => undefined);
       await system.close();
     });
-    const upstream = await connectUpstream(request.stdio, { containerId: id, namespace: request.namespace, tag: loggerTag(request.namespace, id) });
+    const upstream = await connectUpstream(request.stdio, loggerIdentity(request.namespace, id));
     undo.push(() => closeUpstream(upstream));
     const container = new WindowsContainer(id, request.namespace, bundle, spec, system, deps, mountedScratch);
     container.createInit(spec.process ?? {}, request.stdio, upstream);

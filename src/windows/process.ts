@@ -17,7 +17,7 @@ import { ComputeSystem, type Hcs, type HcsProcess } from './hcs';
 import type { StdioIo } from './hcs-api';
 import { toShimError } from './hcs-errors';
 import { processParameters, signalAction, type OciProcess } from './schema';
-import { loggerTag, type LoggerIdentity } from './binary-logger';
+import { loggerIdentity, type LoggerIdentity } from './binary-logger';
 import { closeUpstream, connectUpstream, ProcessRelay, type Upstream } from './stdio';
 
 /** What a process needs from its container. */
@@ -195,7 +195,7 @@ export class WindowsInit extends WindowsProcess {
   }
 
   protected loggerIdentity(): LoggerIdentity {
-    return { containerId: this.host.id, namespace: this.host.namespace, tag: loggerTag(this.host.namespace, this.host.id) };
+    return loggerIdentity(this.host.namespace, this.host.id);
   }
 
   /** Killed before Start: the container goes, and the init with it. */
@@ -218,7 +218,7 @@ export class WindowsExec extends WindowsProcess {
   }
 
   protected loggerIdentity(): LoggerIdentity {
-    return { containerId: this.host.id, namespace: this.host.namespace, tag: loggerTag(this.host.namespace, this.host.id, this.execId) };
+    return loggerIdentity(this.host.namespace, this.host.id, this.execId);
   }
 
   start(): Promise<number> {

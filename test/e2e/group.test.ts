@@ -186,15 +186,13 @@ describe('ShimGroup = namespace: one daemon per containerd namespace', () => {
           ),
         );
       }
-      const [daemon] = await shimProcesses(cd, keep);
-      await until('every rootfs mount to wait on FUSE', async () =>
-        threadsWaitingOnFuse(daemon?.pid ?? 0) >= stuck.length ? true : undefined,
-      );
+      const daemon = await until('the daemon', async () => (await shimProcesses(cd, keep))[0]);
+      await until('every rootfs mount to wait on FUSE', async () => (threadsWaitingOnFuse(daemon.pid) >= stuck.length ? true : undefined));
       for (const id of stuck) expect(await addressOf(id)).toBe(await addressOf(keep));
 
       expect(await cd.ctr(['tasks', 'exec', '--exec-id', 'x1', keep, 'echo', 'exec-ok'])).toMatchObject({ code: 0, stdout: 'exec-ok\n' });
       expect(await cd.ctr(['run', '--rm', '--runtime', RUNTIME, image, fast, 'echo', 'not-delayed'])).toMatchObject({ code: 0, stdout: 'not-delayed\n' });
-      expect(threadsWaitingOnFuse(daemon?.pid ?? 0)).toBe(stuck.length);
+      expect(threadsWaitingOnFuse(daemon.pid)).toBe(stuck.length);
 
       await fuse.abort();
       for (const [i, err] of (await Promise.all(creating)).entries()) {
@@ -205,7 +203,6 @@ describe('ShimGroup = namespace: one daemon per containerd namespace', () => {
       await waitForTaskStatus(cd, keep, 'RUNNING');
     } finally {
       await fuse.cleanup();
-      await cd.ctr(['tasks', 'kill', '-s', 'SIGKILL', keep], { allowFail: true });
       for (const id of [keep, ...stuck, fast]) await removeContainer(cd, id);
     }
     expect(await findLeftovers(cd, 'ns-')).toEqual([]);

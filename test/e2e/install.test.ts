@@ -201,8 +201,10 @@ describe("NODE_EXTRA_CA_CERTS in containerd's environment", () => {
   });
 });
 
+/** A shim command line's flags, as containerd passes them (no daemon is reached with these). */
+const FLAGS = ['-namespace', 'install-test', '-address', '/run/none.sock', '-publish-binary', '/bin/false', '-id', 'x'];
+
 describe("install-shim's launcher and containerd's delete", () => {
-  const flags = ['-namespace', 'install-test', '-address', '/run/none.sock', '-publish-binary', '/bin/false', '-id', 'x'];
   // node cannot start with this: an answer under it came from sh
   const noNode = { ...process.env, NODE_OPTIONS: '--require=/nonexistent/tshim-test-no-node' };
 
@@ -213,25 +215,24 @@ describe("install-shim's launcher and containerd's delete", () => {
     const response = 'what the daemon left\n\u0001\u0002';
     await fs.writeFile(path.join(bundle, DELETED_MARKER), response);
 
-    expect(await run([shim, ...flags, '-bundle', bundle, 'delete'], { env: noNode })).toEqual({ code: 0, stdout: response, stderr: '' });
+    expect(await run([shim, ...FLAGS, '-bundle', bundle, 'delete'], { env: noNode })).toEqual({ code: 0, stdout: response, stderr: '' });
     // A relative bundle, another action: node's, which cannot start here.
     const nodeRan = (r: Result): void => {
       expect(r.code).not.toBe(0);
       expect(r.stderr).toContain('tshim-test-no-node');
     };
-    nodeRan(await run([shim, ...flags, '-bundle', path.basename(bundle), 'delete'], { cwd: path.dirname(bundle), env: noNode }));
-    nodeRan(await run([shim, ...flags, '-bundle', bundle, 'start'], { env: noNode }));
+    nodeRan(await run([shim, ...FLAGS, '-bundle', path.basename(bundle), 'delete'], { cwd: path.dirname(bundle), env: noNode }));
+    nodeRan(await run([shim, ...FLAGS, '-bundle', bundle, 'start'], { env: noNode }));
     await fs.rm(path.join(bundle, DELETED_MARKER));
-    nodeRan(await run([shim, ...flags, '-bundle', bundle, 'delete'], { env: noNode }));
+    nodeRan(await run([shim, ...FLAGS, '-bundle', bundle, 'delete'], { env: noNode }));
     // With node able to start, the same delete without a marker is the full action.
-    const full = await run([shim, ...flags, '-bundle', bundle, 'delete']);
+    const full = await run([shim, ...FLAGS, '-bundle', bundle, 'delete']);
     expect(full.code).toBe(0);
     expect(full.stdout.length).toBeGreaterThan(0);
   });
 });
 
 describe.concurrent('a launcher without its code', () => {
-  const flags = ['-namespace', 'install-test', '-address', '/run/none.sock', '-publish-binary', '/bin/false', '-id', 'x'];
 
   it('a plain copy of bin/: one line naming ../dist/main.js, exit 1, for start, delete and -v', async () => {
     const plain = at('plain/bin');
@@ -239,7 +240,7 @@ describe.concurrent('a launcher without its code', () => {
     await fs.copyFile(path.join(REPO_ROOT, 'bin', SHIM), path.join(plain, SHIM));
     await fs.chmod(path.join(plain, SHIM), 0o755);
     const missing = at('plain/dist/main.js');
-    for (const args of [[...flags, 'start'], [...flags, '-bundle', work, 'delete'], ['-v']]) {
+    for (const args of [[...FLAGS, 'start'], [...FLAGS, '-bundle', work, 'delete'], ['-v']]) {
       expectOneLineError(await run([path.join(plain, SHIM), ...args]), missing);
     }
   });
@@ -266,7 +267,7 @@ describe.concurrent('a launcher without its code', () => {
     expect(installed).toMatchObject({ code: 0, stderr: '' });
     await fs.rm(path.join(pkg, 'dist'), { recursive: true });
     const shim = path.join(pkg, 'out', SHIM);
-    for (const args of [[...flags, 'start'], [...flags, '-bundle', work, 'delete'], ['-v']]) {
+    for (const args of [[...FLAGS, 'start'], [...FLAGS, '-bundle', work, 'delete'], ['-v']]) {
       expectOneLineError(await run([shim, ...args]), path.join(pkg, 'dist', 'main.js'));
     }
   });

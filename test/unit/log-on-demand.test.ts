@@ -8,6 +8,7 @@ import * as path from 'node:path';
 import { PassThrough } from 'stream';
 import { describe, expect, it } from 'vitest';
 import { configureLogger, configureOnDemand, logger } from '../../src/common/log';
+import { until } from '../fixtures/until';
 
 describe('logger configured on demand', () => {
   it('drops lines below the level without configuring, then configures once for the first line at it', async () => {
@@ -33,10 +34,7 @@ describe('logger configured on demand', () => {
     logger.info('second');
     logger.debug('still hidden');
     expect(configured).toBe(1);
-    await new Promise<void>((resolve) => {
-      const check = (): void => (text.includes('msg=second') ? resolve() : void setTimeout(check, 5));
-      check();
-    });
+    await until('the second line', async () => (text.includes('msg=second') ? true : undefined));
     const lines = text.trim().split('\n');
     expect(lines).toHaveLength(2);
     expect(lines[0]).toMatch(/ level=warning msg="publish failed" id=c1 topic=\/tasks\/exit$/);

@@ -17,6 +17,7 @@ import * as path from 'path';
 import { Enum, MapField, Namespace, Root, Service, Type, type INamespace, type ReflectionObject } from 'protobufjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hasType, protoRoot } from '../../src/common/proto';
+import { loadTree } from '../fixtures/proto-tree';
 
 const REPO = path.resolve(__dirname, '..', '..');
 const OUR_PROTO_DIR = path.join(REPO, 'proto');
@@ -126,16 +127,6 @@ function listProtoFiles(dir: string): string[] {
     else if (entry.name.endsWith('.proto')) found.push(full);
   }
   return found.sort();
-}
-
-/** Loads .proto files keeping snake_case names, resolving Go-style import paths under `importRoot`. */
-function loadTree(importRoot: string, files: string[]): Root {
-  const root = new Root();
-  root.resolvePath = (_origin: string, target: string): string =>
-    path.isAbsolute(target) ? target : path.join(importRoot, target);
-  root.loadSync(files, { keepCase: true });
-  root.resolveAll();
-  return root;
 }
 
 // --- comparison ---------------------------------------------------------------------------------

@@ -1,5 +1,10 @@
-import { beforeEach, describe, expect, it, vi } from 'vitest';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { DELETED_MARKER, deletedMarkerFor } from '../../src/common/deleted-marker';
 import { Code, ShimError } from '../../src/common/errors';
+import { codec } from '../../src/common/proto';
 import { RESERVATION_MS, TaskService } from '../../src/common/service';
 import { TaskStatus } from '../../src/common/types';
 import { FakeBackend, outcome, RecordingSink } from './fake-backend';
@@ -255,52 +260,40 @@ describe('reservations released by containerd', () => {
 });
 
 describe('the deleted marker (deleted-marker.ts)', () => {
+  let bundle: string;
+  beforeEach(() => {
+    bundle = mkdtempSync(join(tmpdir(), 'tshim-marker-'));
+  });
+  afterEach(() => rmSync(bundle, { recursive: true, force: true }));
+
   it('Delete of the init leaves its DeleteResponse in the bundle; a Create there removes a stale one', async () => {
-    const { mkdtempSync, readFileSync, existsSync, writeFileSync, rmSync } = await import('node:fs');
-    const { tmpdir } = await import('node:os');
-    const { join } = await import('node:path');
-    const { codec } = await import('../../src/common/proto');
-    const bundle = mkdtempSync(join(tmpdir(), 'tshim-marker-'));
-    try {
-      const backend = new FakeBackend();
-      const service = new TaskService(backend, new RecordingSink(), 'default', { requestShutdown: () => undefined });
-      writeFileSync(join(bundle, 'tshim-deleted'), 'stale');
-      await service.create({ id: 'm1', bundle, rootfs: [], terminal: false, stdin: '', stdout: '', stderr: '', checkpoint: '', parentCheckpoint: '', options: null } as never);
-      expect(existsSync(join(bundle, 'tshim-deleted'))).toBe(false);
-      await service.start({ id: 'm1', execId: '' } as never);
-      const waiting = service.wait({ id: 'm1', execId: '' } as never);
-      backend.containers.get('m1')!.init.exit(3);
-      await waiting;
-      const reply = await service.delete({ id: 'm1', execId: '' } as never);
-      const marker = codec<{ pid: number; exitStatus: number }>('containerd.task.v2.DeleteResponse').decode(readFileSync(join(bundle, 'tshim-deleted')));
-      expect(marker).toMatchObject({ pid: reply.pid, exitStatus: 3 });
-    } finally {
-      rmSync(bundle, { recursive: true, force: true });
-    }
+    const backend = new FakeBackend();
+    const service = new TaskService(backend, new RecordingSink(), 'default', { requestShutdown: () => undefined });
+    writeFileSync(join(bundle, DELETED_MARKER), 'stale');
+    await service.create({ id: 'm1', bundle, rootfs: [], terminal: false, stdin: '', stdout: '', stderr: '', checkpoint: '', parentCheckpoint: '', options: null } as never);
+    expect(existsSync(join(bundle, DELETED_MARKER))).toBe(false);
+    await service.start({ id: 'm1', execId: '' } as never);
+    const waiting = service.wait({ id: 'm1', execId: '' } as never);
+    backend.containers.get('m1')!.init.exit(3);
+    await waiting;
+    const reply = await service.delete({ id: 'm1', execId: '' } as never);
+    const marker = codec<{ pid: number; exitStatus: number }>('containerd.task.v2.DeleteResponse').decode(readFileSync(join(bundle, DELETED_MARKER)));
+    expect(marker).toMatchObject({ pid: reply.pid, exitStatus: 3 });
   });
 
-  it('the entry point answers containerd\'s `delete` from it; any other form goes through the whole action', async () => {
-    const { mkdtempSync, writeFileSync, rmSync } = await import('node:fs');
-    const { tmpdir } = await import('node:os');
-    const { join } = await import('node:path');
-    const { deletedMarkerFor } = await import('../../src/common/deleted-marker');
-    const bundle = mkdtempSync(join(tmpdir(), 'tshim-marker-'));
-    try {
-      writeFileSync(join(bundle, 'tshim-deleted'), Buffer.from([8, 7]));
-      const flags = ['-namespace', 'k8s.io', '-address', '/run/containerd/containerd.sock', '-publish-binary', '/usr/bin/containerd', '-id', 'c1'];
-      expect(deletedMarkerFor([...flags, '-bundle', bundle, 'delete'])).toEqual(Buffer.from([8, 7]));
-      expect(deletedMarkerFor([...flags, '-bundle', bundle, '-debug', 'delete'])).toEqual(Buffer.from([8, 7]));
-      for (const argv of [
-        [...flags, 'delete'], // no -bundle: the action derives it from the working directory
-        [...flags, '-bundle', 'relative/b', 'delete'],
-        [...flags, '-bundle', bundle, 'start'],
-        [...flags, '-bundle', join(bundle, 'elsewhere'), 'delete'], // no marker there
-        [`-bundle=${bundle}`, 'delete'],
-      ]) {
-        expect(deletedMarkerFor(argv), argv.join(' ')).toBeUndefined();
-      }
-    } finally {
-      rmSync(bundle, { recursive: true, force: true });
+  it('the entry point answers containerd\'s `delete` from it; any other form goes through the whole action', () => {
+    writeFileSync(join(bundle, DELETED_MARKER), Buffer.from([8, 7]));
+    const flags = ['-namespace', 'k8s.io', '-address', '/run/containerd/containerd.sock', '-publish-binary', '/usr/bin/containerd', '-id', 'c1'];
+    expect(deletedMarkerFor([...flags, '-bundle', bundle, 'delete'])).toEqual(Buffer.from([8, 7]));
+    expect(deletedMarkerFor([...flags, '-bundle', bundle, '-debug', 'delete'])).toEqual(Buffer.from([8, 7]));
+    for (const argv of [
+      [...flags, 'delete'], // no -bundle: the action derives it from the working directory
+      [...flags, '-bundle', 'relative/b', 'delete'],
+      [...flags, '-bundle', bundle, 'start'],
+      [...flags, '-bundle', join(bundle, 'elsewhere'), 'delete'], // no marker there
+      [`-bundle=${bundle}`, 'delete'],
+    ]) {
+      expect(deletedMarkerFor(argv), argv.join(' ')).toBeUndefined();
     }
   });
 });
