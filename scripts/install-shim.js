@@ -40,13 +40,14 @@ function install(dir) {
   const node = process.execPath;
   const { PARKED_CA_CERTS } = require(path.join(pkg, 'dist', 'common', 'node-env.js'));
   const park =
-    `if [ -n "\${NODE_EXTRA_CA_CERTS:-}" ]; then ${PARKED_CA_CERTS}=$NODE_EXTRA_CA_CERTS; export ${PARKED_CA_CERTS}; fi; ` +
-    'unset NODE_EXTRA_CA_CERTS';
-  // deletedMarkerFor's rule: the last word is `delete`, `-bundle B` names an absolute B, B holds the
-  // marker. Anything else, or a marker that cannot be read, goes on to node.
+    // forNodeStart's rule: an empty value loads nothing and is left as it is
+    `if [ -n "\${NODE_EXTRA_CA_CERTS:-}" ]; then ${PARKED_CA_CERTS}=$NODE_EXTRA_CA_CERTS; export ${PARKED_CA_CERTS}; ` +
+    'unset NODE_EXTRA_CA_CERTS; fi';
+  // deletedMarkerFor's rule: the last word is `delete`, the first `-bundle B` names an absolute B,
+  // B holds the marker. Anything else, or a marker that cannot be read, goes on to node.
   const { DELETED_MARKER } = require(path.join(pkg, 'dist', 'common', 'deleted-marker.js'));
   const answerDelete =
-    `m=; p=; for a; do if [ "$p" = -bundle ]; then m=$a/${DELETED_MARKER}; fi; p=$a; done; ` +
+    `m=; p=; for a; do if [ -z "$m" ] && [ "$p" = -bundle ]; then m=$a/${DELETED_MARKER}; fi; p=$a; done; ` +
     'case $p:$m in delete:/*) if [ -f "$m" ] && cat -- "$m" 2>/dev/null; then exit 0; fi;; esac';
   const launcher = text
     .replace(/^#!.*\n/, `#!/bin/sh\n':' //; ${answerDelete}; ${park}; exec ${shellQuote(node)} "$0" "$@"\n`)
